@@ -1,0 +1,113 @@
+//! The strict serde layer of the config: exactly what the TOML file says.
+//!
+//! Every table denies unknown keys, so a typo is an error with a line number rather than a
+//! setting silently ignored. Values that need validation beyond their TOML type (durations,
+//! sizes, templates, URLs) are kept as `Spanned<String>` so that stage two
+//! ([`super::Config::from_raw`]) can point at their line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub gateway: RawGateway,
+    pub mqtt: RawMqtt,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub serial: Vec<RawSerial>,
+    #[serde(default)]
+    pub synthetic: Vec<RawSynthetic>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub id: Spanned<String>,
+    pub state_dir: Spanned<String>,
+    /// How often the gateway publishes its own health; "0s" turns it off.
+    pub health_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub url: Spanned<String>,
+    pub keep_alive: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub backoff_min: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
+    /// Messages published and not yet acknowledged, at most.
+    pub inflight: Option<Spanned<i64>>,
+    /// A PUBACK that takes longer than this forces a reconnect (and a resend).
+    pub ack_timeout: Option<Spanned<String>>,
+    pub availability_topic: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub max_size: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    pub when_full: Option<Spanned<String>>,
+    pub commit_every: Option<Spanned<i64>>,
+    pub commit_linger: Option<Spanned<String>>,
+    /// "full" (default: a committed reading survives a power cut) or "normal".
+    pub synchronous: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A tracing filter such as "info" or "sensorgate=debug"; RUST_LOG wins when set.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerial {
+    pub name: Spanned<String>,
+    pub device: Spanned<String>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    pub format: Spanned<String>,
+    pub topic: Spanned<String>,
+    pub qos: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub retain: bool,
+    /// csv: the names of the columns, in order.
+    pub columns: Option<Spanned<Vec<String>>>,
+    /// csv: the separator (default ",").
+    pub delimiter: Option<Spanned<String>>,
+    /// regex: a pattern with named captures.
+    pub pattern: Option<Spanned<String>>,
+    /// Longest accepted line in bytes; longer frames are counted and skipped.
+    pub max_line: Option<Spanned<i64>>,
+    pub reopen_min: Option<Spanned<String>>,
+    pub reopen_max: Option<Spanned<String>>,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSynthetic {
+    pub name: Spanned<String>,
+    /// Readings per second.
+    pub rate: Spanned<f64>,
+    pub fields: Spanned<Vec<String>>,
+    pub topic: Spanned<String>,
+    pub qos: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub retain: bool,
+    /// Stop after this many readings (default: never).
+    pub count: Option<Spanned<i64>>,
+}

@@ -1,0 +1,75 @@
+//! The text `sensorgate check` prints: the config as the gateway resolved it.
+
+use crate::config::{Config, InputKind, WhenFull};
+use crate::format::LineFormat;
+use crate::topic;
+use std::fmt::Write;
+
+pub fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "config {} is valid", c.file.display());
+    let _ = writeln!(
+        s,
+        "gateway {}: queue {}",
+        c.gateway.id,
+        c.queue_path().display()
+    );
+    let m = &c.mqtt;
+    let _ = writeln!(
+        s,
+        "mqtt {}:{} as {} (keep-alive {:?}, in flight {}, availability {})",
+        m.host, m.port, m.client_id, m.keep_alive, m.inflight, m.availability_topic
+    );
+    let q = &c.queue;
+    let _ = writeln!(
+        s,
+        "queue max {} bytes, max age {}, when full {}, commit every {} messages or {:?}",
+        q.max_size,
+        q.max_age.map_or("none".to_string(), |a| format!("{a:?}")),
+        match q.when_full {
+            WhenFull::DropOldest => "drop_oldest",
+            WhenFull::DropNewest => "drop_newest",
+        },
+        q.commit_every,
+        q.commit_linger
+    );
+    let _ = writeln!(s, "inputs:");
+    for i in &c.inputs {
+        let what = match &i.kind {
+            InputKind::Serial(sc) => {
+                let fmt = match &sc.format {
+                    LineFormat::Csv { columns, .. } => {
+                        format!(
+                            "csv [{}]",
+                            columns
+                                .iter()
+                                .map(|c| c.as_ref())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                    LineFormat::Regex(re) => format!("regex {}", re.as_str()),
+                    f => f.name().to_string(),
+                };
+                format!("serial {} at {} baud, {fmt}", sc.device.display(), sc.baud)
+            }
+            InputKind::Synthetic(sc) => format!(
+                "synthetic {}/s, fields [{}]",
+                sc.rate,
+                sc.fields
+                    .iter()
+                    .map(|c| c.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let _ = writeln!(s, "  {}: {what}", i.name);
+        let example = i.route.topic.render(&c.gateway.id, &i.name, Some("FIELD"));
+        let _ = writeln!(
+            s,
+            "    -> {} e.g. {example}",
+            topic::describe(&i.route.topic, i.route.qos.as_u8(), i.route.retain)
+        );
+    }
+    s
+}

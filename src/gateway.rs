@@ -1,0 +1,216 @@
+//! Wiring: opens the queue, starts inputs, pipeline, uplink and housekeeping, and stops
+//! them in order on shutdown.
+//!
+//! Shutdown order: inputs stop first; the pipeline commits what it holds and ends when the
+//! last input sender is gone; then the uplink says goodbye and deletes confirmed rows.
+//! **Invariant:** nothing that reached the pipeline is lost by a shutdown.
+
+use crate::config::{Config, InputKind};
+use crate::input::{serial, synthetic};
+use crate::mapping::Mapper;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, lock, GroupCommit, SharedQueue};
+use crate::queue::{self, QueueOptions};
+use crate::reading::Stamp;
+use crate::uplink;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Capacity of the reading channel: enough to ride out a commit, small enough to bound RAM.
+const READINGS_CAPACITY: usize = 4096;
+
+/// Opens the configured queue, moving a corrupt file aside.
+pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
+    let path = config.queue_path();
+    let opts = QueueOptions {
+        max_size: config.queue.max_size,
+        when_full: config.queue.when_full,
+        synchronous_full: config.queue.synchronous_full,
+    };
+    let (q, aside) = queue::open_or_reset(&path, opts)?;
+    if let Some(aside) = aside {
+        error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt; moved it aside and started a fresh queue. Its messages are not sent.");
+    }
+    Ok(q)
+}
+
+/// Runs the gateway until `shutdown` fires. `on_ready` is called once the queue is open and
+/// the inputs started (systemd's READY=1).
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let queue: SharedQueue = Arc::new(Mutex::new(open_queue(&config)?));
+    let metrics = Arc::new(Metrics::default());
+    let (last_id, pending) = {
+        let q = lock(&queue);
+        let stats = q.stats(Stamp::now().wall_ms)?;
+        (q.next_id() - 1, stats.pending)
+    };
+    info!(queue = %config.queue_path().display(), pending, "Queue open.");
+
+    let (committed_tx, committed_rx) = watch::channel(last_id);
+    let (readings_tx, readings_rx) = mpsc::channel(READINGS_CAPACITY);
+    let inputs_cancel = CancellationToken::new();
+    let mut inputs = tokio::task::JoinSet::new();
+    for (index, input) in config.inputs.iter().enumerate() {
+        let id = serial::InputId {
+            index,
+            name: input.name.clone(),
+        };
+        let out = readings_tx.clone();
+        let cancel = inputs_cancel.clone();
+        match &input.kind {
+            InputKind::Serial(s) => {
+                inputs.spawn(serial::run(id, s.clone(), out, metrics.clone(), cancel));
+            }
+            InputKind::Synthetic(s) => {
+                inputs.spawn(synthetic::run(id, s.clone(), out, cancel));
+            }
+        }
+    }
+    drop(readings_tx);
+
+    let pipeline = tokio::spawn(pipeline::run(
+        readings_rx,
+        Mapper::new(&config),
+        queue.clone(),
+        GroupCommit {
+            every: config.queue.commit_every,
+            linger: config.queue.commit_linger,
+        },
+        committed_tx,
+        metrics.clone(),
+    ));
+    let uplink_cancel = CancellationToken::new();
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let uplink = tokio::spawn(uplink::run(
+        config.mqtt.clone(),
+        queue.clone(),
+        committed_rx,
+        metrics.clone(),
+        uplink_cancel.clone(),
+        handle_tx,
+    ));
+    let house_cancel = CancellationToken::new();
+    let house = tokio::spawn(housekeeping(
+        config.clone(),
+        queue.clone(),
+        metrics.clone(),
+        handle_rx,
+        house_cancel.clone(),
+    ));
+    on_ready();
+    info!(gateway = %config.gateway.id, inputs = config.inputs.len(), "Gateway running.");
+
+    // Run until asked to stop, or until the pipeline fails (the queue cannot be written).
+    let mut pipeline = pipeline;
+    let pipeline_result = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut pipeline => Some(r),
+    };
+    inputs_cancel.cancel();
+    while inputs.join_next().await.is_some() {}
+    let pipeline_result = match pipeline_result {
+        Some(r) => r,
+        None => pipeline.await,
+    };
+    house_cancel.cancel();
+    let _ = house.await;
+    uplink_cancel.cancel();
+    let _ = uplink.await;
+    info!(
+        readings = Metrics::get(&metrics.readings),
+        committed = Metrics::get(&metrics.committed),
+        acked = Metrics::get(&metrics.acked),
+        bad_frames = Metrics::get(&metrics.bad_frames),
+        dropped = Metrics::get(&metrics.dropped),
+        "Gateway stopped."
+    );
+    match pipeline_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("the pipeline could not write the queue")),
+        Err(e) => Err(anyhow::anyhow!("the pipeline task failed: {e}")),
+    }
+}
+
+/// Expires old messages and publishes the gateway's health on a retained topic.
+async fn housekeeping(
+    config: Config,
+    queue: SharedQueue,
+    metrics: Arc<Metrics>,
+    handle: tokio::sync::oneshot::Receiver<uplink::Handle>,
+    cancel: CancellationToken,
+) {
+    let Ok(handle) = handle.await else { return };
+    let every = config
+        .gateway
+        .health_interval
+        .unwrap_or(Duration::from_secs(60))
+        .min(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    let mut last_health = None::<tokio::time::Instant>;
+    let health_topic = format!("sensorgate/{}/health", config.gateway.id);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let q = queue.clone();
+        let max_age = config.queue.max_age;
+        let now = Stamp::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut q = lock(&q);
+            let expired = match max_age {
+                // A clock that was never synchronised cannot say what is old.
+                Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,
+                _ => 0,
+            };
+            Ok::<_, queue::QueueError>((expired, q.stats(now.wall_ms)?))
+        })
+        .await;
+        let stats = match result {
+            Ok(Ok((expired, stats))) => {
+                if expired > 0 {
+                    error!(expired, max_age = ?config.queue.max_age, "Messages older than max_age deleted unsent.");
+                    Metrics::add(&metrics.dropped, expired);
+                }
+                stats
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "Housekeeping could not read the queue.");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let Some(interval) = config.gateway.health_interval else {
+            continue;
+        };
+        if last_health.is_some_and(|t| t.elapsed() < interval) {
+            continue;
+        }
+        let health = serde_json::json!({
+            "pending": stats.pending,
+            "bytes": stats.bytes,
+            "oldest_age_s": stats.oldest_age_s,
+            "dropped": stats.dropped,
+            "readings": Metrics::get(&metrics.readings),
+            "bad_frames": Metrics::get(&metrics.bad_frames),
+            "acked": Metrics::get(&metrics.acked),
+            "connects": Metrics::get(&metrics.connects),
+            "ts": now.wall_ms,
+        });
+        if handle.publish_control(
+            &health_topic,
+            crate::config::Qos::AtMostOnce,
+            true,
+            health.to_string().into_bytes(),
+        ) {
+            last_health = Some(tokio::time::Instant::now());
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Serial inputs: a port read line by line, each line parsed by the input's [`LineFormat`].
+//!
+//! The port is (re)opened with exponential backoff between `reopen_min` and `reopen_max`,
+//! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
+//! `max_line` and lines that are not UTF-8 are counted as bad frames.
+
+use crate::config::SerialConfig;
+use crate::format::LineFormat;
+use crate::metrics::Metrics;
+use crate::reading::{Reading, Stamp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Identifies an input in readings and logs.
+#[derive(Debug, Clone)]
+pub struct InputId {
+    pub index: usize,
+    pub name: Arc<str>,
+}
+
+/// Runs a serial input until `cancel` fires or the pipeline is gone.
+pub async fn run(
+    id: InputId,
+    config: SerialConfig,
+    out: mpsc::Sender<Reading>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = config.reopen_min;
+    let mut reported = false;
+    loop {
+        let opened =
+            tokio_serial::new(config.device.to_string_lossy(), config.baud).open_native_async();
+        match opened {
+            Ok(port) => {
+                info!(input = %id.name, device = %config.device.display(), "Serial port open.");
+                reported = false;
+                backoff = config.reopen_min;
+                let ended = tokio::select! {
+                    r = read_lines(port, &id, &config.format, config.max_line, &out, &metrics) => r,
+                    _ = cancel.cancelled() => return,
+                };
+                match ended {
+                    LinesEnded::PipelineGone => return,
+                    LinesEnded::Closed(e) => {
+                        warn!(input = %id.name, device = %config.device.display(), error = %e, "Serial port lost; reopening.");
+                    }
+                }
+            }
+            Err(e) => {
+                if !reported {
+                    warn!(input = %id.name, device = %config.device.display(), error = %e, "Cannot open serial port; retrying with backoff.");
+                    reported = true;
+                } else {
+                    debug!(input = %id.name, error = %e, "Serial port still unavailable.");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = cancel.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(config.reopen_max);
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// Why [`read_lines`] returned.
+#[derive(Debug)]
+pub enum LinesEnded {
+    /// The port ended or failed; reopen it.
+    Closed(std::io::Error),
+    /// The pipeline's receiver is gone: shut down.
+    PipelineGone,
+}
+
+/// Reads lines from `port` and sends one reading per good frame. Cancel-safe at the
+/// `read` await: a cancelled call loses at most the partial line it held.
+pub async fn read_lines<R: AsyncRead + Unpin>(
+    mut port: R,
+    id: &InputId,
+    format: &LineFormat,
+    max_line: usize,
+    out: &mpsc::Sender<Reading>,
+    metrics: &Metrics,
+) -> LinesEnded {
+    let mut buf = vec![0u8; 4096];
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut overlong = false;
+    loop {
+        let n = match port.read(&mut buf).await {
+            Ok(0) => return LinesEnded::Closed(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) => return LinesEnded::Closed(e),
+        };
+        for &b in &buf[..n] {
+            if b != b'\n' {
+                if line.len() < max_line {
+                    line.push(b);
+                } else if !overlong {
+                    overlong = true;
+                }
+                continue;
+            }
+            let frame = std::mem::take(&mut line);
+            if std::mem::take(&mut overlong) {
+                bad_frame(id, metrics, &format!("line longer than {max_line} bytes"));
+                continue;
+            }
+            if let Some(reading) = parse_frame(id, format, &frame, metrics) {
+                if out.send(reading).await.is_err() {
+                    return LinesEnded::PipelineGone;
+                }
+            }
+        }
+    }
+}
+
+/// Parses one raw line into a reading; counts and logs a bad frame.
+pub fn parse_frame(
+    id: &InputId,
+    format: &LineFormat,
+    frame: &[u8],
+    metrics: &Metrics,
+) -> Option<Reading> {
+    let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
+    let Ok(text) = std::str::from_utf8(frame) else {
+        bad_frame(id, metrics, "not UTF-8");
+        return None;
+    };
+    if text.trim().is_empty() {
+        return None; // blank lines between frames are not errors
+    }
+    match format.parse(text) {
+        Ok(fields) => Some(Reading {
+            input: id.index,
+            stamp: Stamp::now(),
+            at: std::time::Instant::now(),
+            fields,
+        }),
+        Err(e) => {
+            bad_frame(id, metrics, &e.0);
+            None
+        }
+    }
+}
+
+fn bad_frame(id: &InputId, metrics: &Metrics, why: &str) {
+    Metrics::add(&metrics.bad_frames, 1);
+    debug!(input = %id.name, reason = why, "Skipped a malformed frame.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_become_readings_and_bad_frames_are_counted() {
+        let data: &[u8] = b"{\"a\":1}\r\nnot json\n\n\xff\xfe\n{\"b\":2}\n0123456789012345678901234567890123456789\n{\"c\":3}\n{\"partial\":";
+        let (tx, mut rx) = mpsc::channel(16);
+        let metrics = Metrics::default();
+        let id = InputId {
+            index: 3,
+            name: Arc::from("wx"),
+        };
+        let ended = read_lines(data, &id, &LineFormat::Json, 32, &tx, &metrics).await;
+        assert!(matches!(ended, LinesEnded::Closed(_)));
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(r) = rx.recv().await {
+            assert_eq!(r.input, 3);
+            got.push(r.fields[0].0.to_string());
+        }
+        assert_eq!(got, ["a", "b", "c"]);
+        assert_eq!(Metrics::get(&metrics.bad_frames), 3);
+    }
+}

@@ -1,0 +1,28 @@
+//! sensorgate: an edge IoT gateway. Sensor readings from serial ports (and synthetic
+//! sources) are mapped to MQTT messages, committed to an on-disk SQLite queue, and forwarded
+//! to a broker; a message leaves the queue only when the broker acknowledged it.
+//!
+//! The components, in pipeline order:
+//! - [`config`]: the TOML config, validated in two stages; every error names file, line, key.
+//! - [`input`]: serial ports ([`format`] parses their lines) and synthetic generators; each
+//!   sends [`reading::Reading`]s into one channel.
+//! - [`mapping`]: reading → messages (topic from a [`topic::Template`], payload). Pure.
+//! - [`pipeline`]: batches messages and commits each batch to the [`queue`] in one
+//!   transaction (group commit).
+//! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits.
+//! - [`uplink`]: the rumqttc client; publishes the oldest rows, deletes a row on its PUBACK.
+//! - [`gateway`]: wires the parts together and runs them until shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod describe;
+pub mod format;
+pub mod gateway;
+pub mod input;
+pub mod mapping;
+pub mod metrics;
+pub mod pipeline;
+pub mod queue;
+pub mod reading;
+pub mod topic;
+pub mod uplink;

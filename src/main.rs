@@ -1,0 +1,223 @@
+//! The `sensorgate` command: `run`, `check`, `queue`.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sensorgate::config::{Config, LoadError, DEFAULT_PATH};
+use sensorgate::queue;
+use sensorgate::reading::Stamp;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid config (`check`, and `run` refusing to start).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "sensorgate",
+    version,
+    about = "Serial and BLE sensors to MQTT, through a durable on-disk queue."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(short, long, env = "SENSORGATE_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run(ConfigArg),
+    /// Validate the config and print the inputs and topic rules it resolves to.
+    Check(ConfigArg),
+    /// Inspect the queue (safe while the gateway runs).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Backlog size, age and drop counts.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The oldest pending messages, one JSON object per line.
+    Peek {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many messages.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Every pending message, one JSON object per line (oldest first).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete every pending message; counted as dropped.
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Required: purging loses data.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(c) => run(c),
+        Command::Check(c) => check(c),
+        Command::Queue { command } => queue_command(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(load) = e.downcast_ref::<LoadError>() {
+                eprintln!("sensorgate: invalid config: {load}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("sensorgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&c.config)?;
+    init_logging(config.log_level.as_deref());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::error!("Cannot install signal handlers.");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping."),
+                _ = int.recv() => tracing::info!("SIGINT: stopping."),
+            }
+            signals.cancel();
+        });
+        sensorgate::gateway::run(config, shutdown, || {}).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(c: ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&c.config)?;
+    print!("{}", sensorgate::describe::describe(&config));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        QueueCommand::Stats { config, json } => {
+            let config = Config::load(&config.config)?;
+            let path = existing_queue(&config)?;
+            let stats = queue::read_stats(&path, Stamp::now().wall_ms)?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!("queue        {}", path.display());
+                println!("pending      {}", stats.pending);
+                println!("bytes        {}", stats.bytes);
+                println!("oldest_age_s {:.1}", stats.oldest_age_s);
+                println!(
+                    "dropped      {} ({} full, {} expired)",
+                    stats.dropped, stats.dropped_full, stats.expired
+                );
+                println!("last_seq     {}", stats.last_seq);
+            }
+        }
+        QueueCommand::Peek { config, limit } => dump(&config, Some(limit))?,
+        QueueCommand::Export { config } => dump(&config, None)?,
+        QueueCommand::Purge { config, yes } => {
+            let config = Config::load(&config.config)?;
+            if !yes {
+                anyhow::bail!("purge deletes every pending message; pass --yes to confirm");
+            }
+            existing_queue(&config)?;
+            let mut q = sensorgate::gateway::open_queue(&config)?;
+            let n = q.purge()?;
+            println!("purged {n} messages");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn existing_queue(config: &Config) -> anyhow::Result<PathBuf> {
+    let path = config.queue_path();
+    if !path.exists() {
+        anyhow::bail!(
+            "no queue at {} (has the gateway run with this config?)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn dump(config: &ConfigArg, limit: Option<usize>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let config = Config::load(&config.config)?;
+    let path = existing_queue(&config)?;
+    let now = Stamp::now().wall_ms;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = 0;
+    let mut left = limit.unwrap_or(usize::MAX);
+    while left > 0 {
+        let rows = queue::read_oldest(&path, after, left.min(1000))?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let line = serde_json::json!({
+                "seq": r.id,
+                "topic": r.topic,
+                "payload": String::from_utf8_lossy(&r.payload),
+                "qos": r.qos.as_u8(),
+                "retain": r.retain,
+                "age_s": (now - r.created_ms) as f64 / 1000.0,
+            });
+            writeln!(out, "{line}")?;
+        }
+        left -= rows.len();
+        after = rows.last().map_or(after, |r| r.id);
+    }
+    out.flush()?;
+    Ok(())
+}

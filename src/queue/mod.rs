@@ -1,0 +1,526 @@
+//! SQLite store-and-forward queue: the only place a message waits.
+//!
+//! Design notes and invariants:
+//! - One table, `outbox`, ordered by its row id. The row id is also the message's
+//!   per-gateway sequence number (`_seq` in JSON payloads), assigned by the pipeline from
+//!   [`Queue::next_id`] and never reused (AUTOINCREMENT).
+//! - **Invariant:** a committed row is deleted only by [`Queue::ack`] (the broker's PUBACK,
+//!   or a QoS 0 write), by the size policy in [`Queue::append`], or by [`Queue::expire`]
+//!   (max age). The last two are counted in `meta` and logged at ERROR by the caller.
+//! - **Invariant:** delivery order is row-id order; wall time never orders anything.
+//! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) in
+//!   the same transaction as every insert and delete, so the size policy costs no scan.
+//! - The file runs in WAL mode: `sensorgate queue ...` reads it while the gateway writes.
+//!   Inserts use `synchronous=FULL` by default (a committed reading survives a power cut);
+//!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
+//! - A file that SQLite cannot open or check is moved aside and a fresh queue started
+//!   ([`open_or_reset`]): the gateway never crash-loops on its own state.
+//!
+//! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
+//! `.await`); async callers use `spawn_blocking`.
+
+mod sql;
+
+use crate::config::{Qos, WhenFull};
+use crate::mapping::NewMessage;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bytes accounted per row beyond topic and payload (row header, id, integers, index).
+pub const ROW_OVERHEAD: u64 = 24;
+
+/// Options for opening the queue.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub max_size: u64,
+    pub when_full: WhenFull,
+    pub synchronous_full: bool,
+}
+
+/// A message waiting in the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub id: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: Qos,
+    pub retain: bool,
+    pub created_ms: i64,
+}
+
+/// What one [`Queue::append`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Appended {
+    pub stored: usize,
+    /// New messages refused by `drop_newest` or a full disk.
+    pub dropped_new: u64,
+    /// Old messages evicted by `drop_oldest` to make room.
+    pub evicted_old: u64,
+}
+
+/// The backlog, as `sensorgate queue stats` prints it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Messages not yet acknowledged.
+    pub pending: u64,
+    /// Accounted bytes of those messages.
+    pub bytes: u64,
+    /// Age of the oldest pending message by its wall-clock stamp (0 when empty).
+    pub oldest_age_s: f64,
+    /// Messages removed by policy since the queue was created (size and age).
+    pub dropped: u64,
+    /// Of `dropped`: evicted or refused because the queue or disk was full.
+    pub dropped_full: u64,
+    /// Of `dropped`: older than `max_age`.
+    pub expired: u64,
+    /// The last sequence number handed out.
+    pub last_seq: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("queue {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Queue {
+    conn: Connection,
+    path: PathBuf,
+    opts: QueueOptions,
+    next_id: i64,
+    bytes: u64,
+    /// Drops that could not be written to `meta` yet (the disk was full).
+    unsaved_dropped: u64,
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DiskFull))
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue at `path`.
+    pub fn open(path: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
+        let err = |source| QueueError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        let sync = if opts.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(err)?;
+        if check != "ok" {
+            return Err(err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            )));
+        }
+        conn.execute_batch(sql::SCHEMA).map_err(err)?;
+        let last: i64 = conn
+            .query_row(sql::LAST_ID, [], |r| r.get(0))
+            .map_err(err)?;
+        let bytes = meta(&conn, "bytes").map_err(err)?;
+        Ok(Queue {
+            conn,
+            path: path.to_path_buf(),
+            opts,
+            next_id: last + 1,
+            bytes: bytes.max(0) as u64,
+            unsaved_dropped: 0,
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> QueueError {
+        QueueError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sequence number (row id) the next appended message must carry.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
+    /// Starts sequence numbers above `floor` (used for a fresh queue after a reset, so that
+    /// consumers that deduplicate by sequence number do not drop new messages).
+    pub fn raise_next_id(&mut self, floor: i64) -> Result<(), QueueError> {
+        if floor >= self.next_id {
+            self.conn
+                .execute(sql::SET_LAST_ID, params![floor])
+                .map_err(|e| self.err(e))?;
+            self.next_id = floor + 1;
+        }
+        Ok(())
+    }
+
+    /// Accounted size of a message.
+    pub fn size_of(m: &NewMessage) -> u64 {
+        (m.topic.len() + m.payload.len()) as u64 + ROW_OVERHEAD
+    }
+
+    /// Commits `batch` in one transaction, applying the size policy. Messages must carry
+    /// consecutive ids from [`Queue::next_id`] on (the pipeline numbers them so).
+    pub fn append(&mut self, batch: &[NewMessage]) -> Result<Appended, QueueError> {
+        if batch.is_empty() {
+            return Ok(Appended::default());
+        }
+        match self.try_append(batch) {
+            Ok(a) => Ok(a),
+            Err(e) if is_full(&e) => self.append_on_full_disk(batch),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn try_append(&mut self, batch: &[NewMessage]) -> Result<Appended, rusqlite::Error> {
+        let incoming: u64 = batch.iter().map(Queue::size_of).sum();
+        let mut out = Appended::default();
+        let tx = self.conn.transaction()?;
+        // Read, not cached: `sensorgate queue purge` may have changed it from outside.
+        self.bytes = meta(&tx, "bytes")?.max(0) as u64;
+        let mut bytes = self.bytes;
+        let mut take = batch.len();
+        if bytes + incoming > self.opts.max_size {
+            match self.opts.when_full {
+                WhenFull::DropOldest => {
+                    while bytes + incoming > self.opts.max_size {
+                        let freed = evict_oldest(&tx, 256)?;
+                        if freed.is_empty() {
+                            break;
+                        }
+                        out.evicted_old += freed.len() as u64;
+                        bytes = bytes.saturating_sub(freed.iter().sum());
+                    }
+                }
+                WhenFull::DropNewest => {
+                    let mut room = self.opts.max_size.saturating_sub(bytes);
+                    take = 0;
+                    for m in batch {
+                        let s = Queue::size_of(m);
+                        if s > room {
+                            break;
+                        }
+                        room -= s;
+                        take += 1;
+                    }
+                    out.dropped_new = (batch.len() - take) as u64;
+                }
+            }
+        }
+        {
+            let mut insert = tx.prepare_cached(sql::INSERT)?;
+            for m in &batch[..take] {
+                insert.execute(params![
+                    m.seq,
+                    m.topic,
+                    m.payload,
+                    m.qos.as_u8(),
+                    m.retain,
+                    m.created_ms
+                ])?;
+                bytes += Queue::size_of(m);
+            }
+        }
+        let dropped = out.evicted_old + out.dropped_new + self.unsaved_dropped;
+        tx.execute(sql::META_ADD, params!["dropped_full", dropped as i64])?;
+        tx.execute(
+            sql::META_ADD,
+            params!["bytes", bytes as i64 - self.bytes as i64],
+        )?;
+        tx.commit()?;
+        self.unsaved_dropped = 0;
+        self.bytes = bytes;
+        self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
+        out.stored = take;
+        Ok(out)
+    }
+
+    /// The disk itself is full (SQLITE_FULL). With `drop_oldest`, evict old rows and try
+    /// once more; otherwise (or if that fails too) the batch is dropped and counted.
+    fn append_on_full_disk(&mut self, batch: &[NewMessage]) -> Result<Appended, QueueError> {
+        let mut evicted = 0;
+        if self.opts.when_full == WhenFull::DropOldest {
+            let n = (batch.len() * 2).max(64) as i64;
+            let freed = (|| -> Result<Vec<u64>, rusqlite::Error> {
+                let tx = self.conn.transaction()?;
+                let freed = evict_oldest(&tx, n)?;
+                let sum: u64 = freed.iter().sum();
+                tx.execute(sql::META_ADD, params!["dropped_full", freed.len() as i64])?;
+                tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
+                tx.commit()?;
+                Ok(freed)
+            })();
+            if let Ok(freed) = freed {
+                evicted = freed.len() as u64;
+                self.bytes = self.bytes.saturating_sub(freed.iter().sum());
+                if evicted > 0 {
+                    if let Ok(mut a) = self.try_append(batch) {
+                        a.evicted_old += evicted;
+                        return Ok(a);
+                    }
+                }
+            }
+        }
+        self.unsaved_dropped += batch.len() as u64;
+        // The ids of the dropped batch are not reused: a gap is what a consumer should see.
+        self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
+        Ok(Appended {
+            stored: 0,
+            dropped_new: batch.len() as u64,
+            evicted_old: evicted,
+        })
+    }
+
+    /// Up to `limit` messages with an id above `after`, oldest first.
+    pub fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
+        let run = || -> Result<Vec<Stored>, rusqlite::Error> {
+            let mut stmt = self.conn.prepare_cached(sql::FETCH_AFTER)?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok(Stored {
+                    id: r.get(0)?,
+                    topic: r.get(1)?,
+                    payload: r.get(2)?,
+                    qos: if r.get::<_, i64>(3)? == 0 {
+                        Qos::AtMostOnce
+                    } else {
+                        Qos::AtLeastOnce
+                    },
+                    retain: r.get(4)?,
+                    created_ms: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Deletes acknowledged messages; ids no longer present (evicted meanwhile) are skipped.
+    /// Returns how many rows were deleted.
+    pub fn ack(&mut self, ids: &[i64]) -> Result<usize, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let run = |conn: &mut Connection| -> Result<(usize, u64), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let mut freed = 0u64;
+            let mut n = 0;
+            {
+                let mut del = tx.prepare_cached(sql::DELETE_ONE)?;
+                for id in ids {
+                    if let Some(len) = del
+                        .query_row(params![id], |r| r.get::<_, i64>(0))
+                        .optional()?
+                    {
+                        freed += len as u64 + ROW_OVERHEAD;
+                        n += 1;
+                    }
+                }
+            }
+            tx.execute(sql::META_ADD, params!["bytes", -(freed as i64)])?;
+            tx.commit()?;
+            Ok((n, freed))
+        };
+        let (n, freed) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        self.bytes = self.bytes.saturating_sub(freed);
+        Ok(n)
+    }
+
+    /// Deletes messages stamped before `cutoff_ms`; returns how many.
+    pub fn expire(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
+        let run = |conn: &mut Connection| -> Result<(u64, u64), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let freed: Vec<u64> = {
+                let mut stmt = tx.prepare_cached(sql::EXPIRE)?;
+                let rows = stmt.query_map(params![cutoff_ms], |r| r.get::<_, i64>(0))?;
+                rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD))
+                    .collect::<Result<_, _>>()?
+            };
+            let sum: u64 = freed.iter().sum();
+            tx.execute(sql::META_ADD, params!["expired", freed.len() as i64])?;
+            tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
+            tx.commit()?;
+            Ok((freed.len() as u64, sum))
+        };
+        let (n, sum) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        self.bytes = self.bytes.saturating_sub(sum);
+        Ok(n)
+    }
+
+    pub fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
+        stats(&self.conn, now_ms, self.unsaved_dropped).map_err(|e| self.err(e))
+    }
+
+    /// Deletes every pending message (operator's purge); returns how many. Counted as dropped.
+    pub fn purge(&mut self) -> Result<u64, QueueError> {
+        let run = |conn: &mut Connection| -> Result<u64, rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let n = tx.execute(sql::PURGE, [])? as u64;
+            tx.execute("UPDATE meta SET value = 0 WHERE key = 'bytes'", [])?;
+            tx.execute(sql::META_ADD, params!["dropped_full", n as i64])?;
+            tx.commit()?;
+            Ok(n)
+        };
+        let n = run(&mut self.conn).map_err(|e| self.err(e))?;
+        self.bytes = 0;
+        Ok(n)
+    }
+
+    /// Accounted bytes as tracked in memory (equal to `meta.bytes`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Recomputes the accounted size by a full scan (for tests and `queue stats --verify`).
+    pub fn scan_bytes(&self) -> Result<u64, QueueError> {
+        let (sum, n): (i64, i64) = self
+            .conn
+            .query_row(
+                &format!("SELECT ({}), ({})", &sql::SUM_BYTES[7..], &sql::COUNT[7..]),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(sum as u64 + n as u64 * ROW_OVERHEAD)
+    }
+
+    /// Limits the file to `pages` pages, so tests can fill "the disk" (SQLITE_FULL).
+    pub fn set_max_page_count(&self, pages: u64) -> Result<(), QueueError> {
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
+    Ok(conn
+        .query_row(sql::META_GET, params![key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn evict_oldest(tx: &rusqlite::Transaction, n: i64) -> Result<Vec<u64>, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
+    let rows = stmt.query_map(params![n], |r| r.get::<_, i64>(0))?;
+    rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD)).collect()
+}
+
+fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, rusqlite::Error> {
+    let pending: i64 = conn.query_row(sql::COUNT, [], |r| r.get(0))?;
+    let oldest: Option<i64> = conn.query_row(sql::OLDEST, [], |r| r.get(0)).optional()?;
+    let dropped_full = meta(conn, "dropped_full")? as u64 + unsaved_dropped;
+    let expired = meta(conn, "expired")? as u64;
+    Ok(Stats {
+        pending: pending as u64,
+        bytes: meta(conn, "bytes")?.max(0) as u64,
+        oldest_age_s: oldest.map_or(0.0, |t| ((now_ms - t).max(0)) as f64 / 1000.0),
+        dropped: dropped_full + expired,
+        dropped_full,
+        expired,
+        last_seq: conn.query_row(sql::LAST_ID, [], |r| r.get(0))?,
+    })
+}
+
+/// Reads the statistics of a queue file without taking part in writing it (the CLI, while
+/// the gateway runs).
+pub fn read_stats(path: &Path, now_ms: i64) -> Result<Stats, QueueError> {
+    let err = |source| QueueError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+    stats(&conn, now_ms, 0).map_err(err)
+}
+
+/// Reads up to `limit` of the oldest pending messages without writing.
+pub fn read_oldest(path: &Path, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
+    let q = Queue {
+        conn: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| QueueError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            },
+        )?,
+        path: path.to_path_buf(),
+        opts: QueueOptions {
+            max_size: u64::MAX,
+            when_full: WhenFull::DropOldest,
+            synchronous_full: true,
+        },
+        next_id: 0,
+        bytes: 0,
+        unsaved_dropped: 0,
+    };
+    q.conn
+        .busy_timeout(Duration::from_secs(10))
+        .map_err(|e| q.err(e))?;
+    q.fetch_after(after, limit)
+}
+
+/// Opens the queue; if the file is corrupt or not a database, moves it (and its WAL and
+/// shared-memory files) aside as `queue.db.corrupt-<unix seconds>` and starts a fresh one.
+/// Returns the queue and, when a reset happened, the path the old file was moved to.
+pub fn open_or_reset(
+    path: &Path,
+    opts: QueueOptions,
+) -> Result<(Queue, Option<PathBuf>), QueueError> {
+    match Queue::open(path, opts.clone()) {
+        Ok(q) => Ok((q, None)),
+        Err(QueueError::Sqlite { source, .. })
+            if matches!(
+                source.sqlite_error_code(),
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+            ) =>
+        {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+            let io = |source| QueueError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            std::fs::rename(path, &aside).map_err(io)?;
+            for suffix in ["-wal", "-shm"] {
+                let side = PathBuf::from(format!("{}{suffix}", path.display()));
+                if side.exists() {
+                    let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+                }
+            }
+            let mut q = Queue::open(path, opts)?;
+            // Sequence numbers continue above anything the old file can have handed out:
+            // microseconds of wall time are far above any count a gateway reaches.
+            q.raise_next_id((stamp as i64).saturating_mul(1_000_000))?;
+            Ok((q, Some(aside)))
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,128 @@
+//! A `Reading`: what an input saw at one moment, before any topic was chosen.
+//!
+//! Readings are plain data. Numbers stay numbers from the frame to the payload.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One value of a reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Value {
+    /// Writes the value as JSON (a float that is not finite becomes `null`).
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) if f.is_finite() => {
+                let _ = write!(out, "{f}");
+            }
+            Value::Float(_) => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Text(s) => write_json_string(out, s),
+        }
+    }
+
+    /// Infers a value from text: integer, then float, then boolean, else text.
+    pub fn infer(text: &str) -> Value {
+        let t = text.trim();
+        if let Ok(i) = t.parse::<i64>() {
+            return Value::Int(i);
+        }
+        if let Ok(f) = t.parse::<f64>() {
+            if f.is_finite() && t.bytes().any(|b| b.is_ascii_digit()) {
+                return Value::Float(f);
+            }
+        }
+        match t {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::Text(t.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// The plain form used for per-field payloads: `21.5`, `true`, `text`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// When a reading was taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamp {
+    /// Wall-clock milliseconds since the Unix epoch, as the clock read then.
+    pub wall_ms: i64,
+    /// Whether the wall clock was believed synchronised (NTP) at that moment.
+    pub synced: bool,
+}
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Stamp {
+            wall_ms,
+            synced: clock_synced(wall_ms),
+        }
+    }
+}
+
+/// A Pi has no real-time clock: before NTP it may read 1970 or the last shutdown's time.
+/// The clock counts as synchronised when systemd-timesyncd says so, or, where that file is not
+/// kept, when it reads a date after this code was written.
+pub fn clock_synced(wall_ms: i64) -> bool {
+    const PLAUSIBLE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    if std::path::Path::new("/run/systemd/timesync").is_dir() {
+        return std::path::Path::new("/run/systemd/timesync/synchronized").exists();
+    }
+    wall_ms >= PLAUSIBLE_MS
+}
+
+/// One reading of one input.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The input's index in the config (its position among all inputs).
+    pub input: usize,
+    pub stamp: Stamp,
+    /// Monotonic time of the reading, for ordering and rate limits inside this process.
+    pub at: Instant,
+    pub fields: Vec<(Arc<str>, Value)>,
+}

@@ -1,0 +1,254 @@
+//! Correlation of queue rows with rumqttc's packet ids.
+//!
+//! rumqttc 0.25 has no per-publish acknowledgement handle: `publish()` only queues a request.
+//! It does handle requests strictly in order, and reports each one as
+//! `Outgoing::Publish(pkid)` when it writes it. So every request we hand over is appended
+//! to `sent`; each `Outgoing::Publish` belongs to the oldest entry of `sent`; a QoS 1 row
+//! then waits in `awaiting` under its pkid until the PUBACK with that pkid names it.
+//!
+//! **Invariant:** a row id reaches `acked` only through its own PUBACK (QoS 1) or its own
+//! `Outgoing::Publish` (QoS 0, written to the socket).
+//! **Invariant:** the distance between the oldest outstanding request and the next one is
+//! below `window`, and rumqttc's `inflight` is above it, so a packet id is never reused
+//! while its publish awaits an ack (no `Outgoing::AwaitAck` collisions), even when the
+//! broker acknowledges out of order or withholds one ack.
+//! On any connection error everything here is forgotten ([`Flight::reset`]): the rows are
+//! still in the queue and are read again after the next CONNACK.
+
+use crate::config::Qos;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+/// What a request handed to rumqttc stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Row {
+        id: i64,
+        qos: Qos,
+    },
+    /// A message of the gateway's own (birth, health): nothing to delete.
+    Control {
+        qos: Qos,
+    },
+}
+
+/// An event did not fit the requests we made: correlation is lost, reconnect.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("rumqttc reported publish pkid {0} with no request outstanding")]
+    UnknownPublish(u16),
+    #[error("rumqttc reported pkid {pkid} for a QoS {qos} request")]
+    QosMismatch { pkid: u16, qos: u8 },
+    #[error("packet id {0} was already awaiting an ack")]
+    Collision(u16),
+}
+
+#[derive(Debug)]
+pub struct Flight {
+    window: u64,
+    next_pos: u64,
+    sent: VecDeque<(u64, Item)>,
+    awaiting: HashMap<u16, (u64, Option<i64>, Instant)>,
+    outstanding: BTreeSet<u64>,
+    /// Rows whose delivery is confirmed, not yet deleted from the queue.
+    pub acked: Vec<i64>,
+    /// Bumped by every reset, so a reader of the queue knows its view is stale.
+    pub epoch: u64,
+    pub online: bool,
+}
+
+impl Flight {
+    pub fn new(window: u16) -> Flight {
+        Flight {
+            window: u64::from(window.max(1)),
+            next_pos: 0,
+            sent: VecDeque::new(),
+            awaiting: HashMap::new(),
+            outstanding: BTreeSet::new(),
+            acked: Vec::new(),
+            epoch: 0,
+            online: false,
+        }
+    }
+
+    /// Whether another request may be handed to rumqttc now.
+    pub fn can_send(&self) -> bool {
+        self.online && self.room() > 0
+    }
+
+    /// How many more requests fit in the window.
+    pub fn room(&self) -> u64 {
+        let oldest = self.outstanding.first().copied().unwrap_or(self.next_pos);
+        self.window.saturating_sub(self.next_pos - oldest)
+    }
+
+    /// Records a request just handed to rumqttc.
+    pub fn on_sent(&mut self, item: Item) {
+        self.outstanding.insert(self.next_pos);
+        self.sent.push_back((self.next_pos, item));
+        self.next_pos += 1;
+    }
+
+    /// rumqttc wrote a publish with `pkid` (0 for QoS 0).
+    pub fn on_publish(&mut self, pkid: u16, now: Instant) -> Result<(), Mismatch> {
+        let (pos, item) = self
+            .sent
+            .pop_front()
+            .ok_or(Mismatch::UnknownPublish(pkid))?;
+        let (qos, row) = match item {
+            Item::Row { id, qos } => (qos, Some(id)),
+            Item::Control { qos } => (qos, None),
+        };
+        match (qos, pkid) {
+            (Qos::AtMostOnce, 0) => {
+                self.outstanding.remove(&pos);
+                self.acked.extend(row);
+                Ok(())
+            }
+            (Qos::AtLeastOnce, p) if p != 0 => {
+                if self.awaiting.insert(p, (pos, row, now)).is_some() {
+                    return Err(Mismatch::Collision(p));
+                }
+                Ok(())
+            }
+            (q, p) => Err(Mismatch::QosMismatch {
+                pkid: p,
+                qos: q.as_u8(),
+            }),
+        }
+    }
+
+    /// The broker acknowledged `pkid`. Returns the row it confirms, if it was a row.
+    /// An ack for a pkid we do not await is ignored (rumqttc itself treats it as an error).
+    pub fn on_puback(&mut self, pkid: u16) -> Option<i64> {
+        let (pos, row, _) = self.awaiting.remove(&pkid)?;
+        self.outstanding.remove(&pos);
+        self.acked.extend(row);
+        row
+    }
+
+    /// When the oldest publish still waiting for its PUBACK was written.
+    pub fn oldest_wait(&self) -> Option<Instant> {
+        self.awaiting.values().map(|(_, _, t)| *t).min()
+    }
+
+    /// Requests handed over and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Forgets every request (the connection is gone and rumqttc's state was cleaned).
+    /// Confirmed rows in `acked` stay: they were delivered.
+    pub fn reset(&mut self) {
+        self.sent.clear();
+        self.awaiting.clear();
+        self.outstanding.clear();
+        self.next_pos = 0;
+        self.online = false;
+        self.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q1: Qos = Qos::AtLeastOnce;
+
+    fn row(id: i64) -> Item {
+        Item::Row { id, qos: Q1 }
+    }
+
+    #[test]
+    fn acks_in_any_order_name_their_own_rows() {
+        let now = Instant::now();
+        let mut f = Flight::new(8);
+        f.online = true;
+        for id in [10, 11, 12] {
+            f.on_sent(row(id));
+        }
+        f.on_publish(1, now).unwrap();
+        f.on_publish(2, now).unwrap();
+        f.on_publish(3, now).unwrap();
+        assert_eq!(f.on_puback(3), Some(12));
+        assert_eq!(f.acked, vec![12]);
+        assert_eq!(f.on_puback(1), Some(10));
+        assert_eq!(
+            f.on_puback(1),
+            None,
+            "a second ack for the same pkid confirms nothing"
+        );
+        assert_eq!(f.on_puback(2), Some(11));
+        assert_eq!(f.acked, vec![12, 10, 11]);
+        assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn window_counts_from_the_oldest_unacked_request() {
+        let now = Instant::now();
+        let mut f = Flight::new(3);
+        f.online = true;
+        for (pkid, id) in [(1, 1), (2, 2), (3, 3)] {
+            assert!(f.can_send());
+            f.on_sent(row(id));
+            f.on_publish(pkid, now).unwrap();
+        }
+        assert!(!f.can_send());
+        // Acks for the newer two do not open the window while the oldest is withheld.
+        f.on_puback(2);
+        f.on_puback(3);
+        assert!(!f.can_send());
+        assert_eq!(f.room(), 0);
+        f.on_puback(1);
+        assert_eq!(f.room(), 3);
+    }
+
+    #[test]
+    fn qos0_rows_are_confirmed_when_written_and_control_messages_confirm_nothing() {
+        let now = Instant::now();
+        let mut f = Flight::new(4);
+        f.on_sent(Item::Control { qos: Q1 });
+        f.on_sent(Item::Row {
+            id: 5,
+            qos: Qos::AtMostOnce,
+        });
+        f.on_publish(7, now).unwrap();
+        f.on_publish(0, now).unwrap();
+        assert_eq!(f.acked, vec![5]);
+        assert_eq!(f.on_puback(7), None);
+        assert!(f.acked == vec![5] && f.in_flight() == 0);
+    }
+
+    #[test]
+    fn events_that_do_not_fit_are_mismatches() {
+        let now = Instant::now();
+        let mut f = Flight::new(4);
+        assert_eq!(f.on_publish(1, now), Err(Mismatch::UnknownPublish(1)));
+        f.on_sent(row(1));
+        assert!(matches!(
+            f.on_publish(0, now),
+            Err(Mismatch::QosMismatch { .. })
+        ));
+        f.on_sent(row(2));
+        f.on_sent(row(3));
+        f.on_publish(4, now).unwrap();
+        assert_eq!(f.on_publish(4, now), Err(Mismatch::Collision(4)));
+    }
+
+    #[test]
+    fn reset_forgets_requests_but_keeps_confirmed_rows() {
+        let now = Instant::now();
+        let mut f = Flight::new(4);
+        f.online = true;
+        f.on_sent(row(1));
+        f.on_sent(row(2));
+        f.on_publish(1, now).unwrap();
+        f.on_puback(1);
+        f.reset();
+        assert!(!f.online);
+        assert_eq!(f.acked, vec![1]);
+        assert_eq!(f.in_flight(), 0);
+        assert_eq!(f.on_puback(2), None);
+        assert_eq!(f.epoch, 1);
+    }
+}
