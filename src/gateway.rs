@@ -109,9 +109,18 @@ pub async fn run(
 
     // Run until asked to stop, or until the pipeline fails (the queue cannot be written).
     let mut pipeline = pipeline;
+    // Inputs that end by themselves (a synthetic `count`) end the pipeline early: keep
+    // draining the queue until shutdown all the same.
     let pipeline_result = tokio::select! {
         _ = shutdown.cancelled() => None,
-        r = &mut pipeline => Some(r),
+        r = &mut pipeline => match r {
+            Ok(Ok(())) => {
+                info!("Every input has finished; forwarding the backlog until stopped.");
+                shutdown.cancelled().await;
+                Some(Ok(Ok(())))
+            }
+            failed => Some(failed),
+        },
     };
     inputs_cancel.cancel();
     while inputs.join_next().await.is_some() {}

@@ -1,1 +1,11 @@
+//! The integration tests: one binary (see STYLE.md), real processes, no network beyond
+//! loopback. Shared helpers live in `support/`.
 
+mod support;
+
+mod cli;
+mod config_errors;
+mod durability;
+mod puback;
+mod queue_model;
+mod queue_policy;

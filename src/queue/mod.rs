@@ -210,14 +210,9 @@ impl Queue {
         if bytes + incoming > self.opts.max_size {
             match self.opts.when_full {
                 WhenFull::DropOldest => {
-                    while bytes + incoming > self.opts.max_size {
-                        let freed = evict_oldest(&tx, 256)?;
-                        if freed.is_empty() {
-                            break;
-                        }
-                        out.evicted_old += freed.len() as u64;
-                        bytes = bytes.saturating_sub(freed.iter().sum());
-                    }
+                    let (n, freed) = evict_for(&tx, bytes + incoming - self.opts.max_size)?;
+                    out.evicted_old += n;
+                    bytes = bytes.saturating_sub(freed);
                 }
                 WhenFull::DropNewest => {
                     let mut room = self.opts.max_size.saturating_sub(bytes);
@@ -247,6 +242,11 @@ impl Queue {
                 ])?;
                 bytes += Queue::size_of(m);
             }
+        }
+        // Ids of refused messages are not handed out again, even after a reopen.
+        let last_seq = batch.last().map_or(0, |m| m.seq);
+        if take < batch.len() {
+            tx.execute(sql::RAISE_LAST_ID, params![last_seq])?;
         }
         let dropped = out.evicted_old + out.dropped_new + self.unsaved_dropped;
         tx.execute(sql::META_ADD, params!["dropped_full", dropped as i64])?;
@@ -401,11 +401,7 @@ impl Queue {
     pub fn scan_bytes(&self) -> Result<u64, QueueError> {
         let (sum, n): (i64, i64) = self
             .conn
-            .query_row(
-                &format!("SELECT ({}), ({})", &sql::SUM_BYTES[7..], &sql::COUNT[7..]),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row(sql::SCAN_BYTES, [], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.err(e))?;
         Ok(sum as u64 + n as u64 * ROW_OVERHEAD)
     }
@@ -429,6 +425,37 @@ fn evict_oldest(tx: &rusqlite::Transaction, n: i64) -> Result<Vec<u64>, rusqlite
     let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
     let rows = stmt.query_map(params![n], |r| r.get::<_, i64>(0))?;
     rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD)).collect()
+}
+
+/// Deletes the fewest oldest rows that free at least `need` bytes (or all rows).
+/// Returns how many rows and bytes.
+fn evict_for(tx: &rusqlite::Transaction, need: u64) -> Result<(u64, u64), rusqlite::Error> {
+    let mut freed = 0u64;
+    let mut n = 0u64;
+    let mut cutoff = None;
+    let mut after = 0i64;
+    let mut stmt = tx.prepare_cached(sql::SIZES_AFTER)?;
+    'scan: while freed < need {
+        let rows: Vec<(i64, i64)> = stmt
+            .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, len) in rows {
+            freed += len as u64 + ROW_OVERHEAD;
+            n += 1;
+            cutoff = Some(id);
+            after = id;
+            if freed >= need {
+                break 'scan;
+            }
+        }
+    }
+    if let Some(cutoff) = cutoff {
+        tx.execute(sql::DELETE_UP_TO, params![cutoff])?;
+    }
+    Ok((n, freed))
 }
 
 fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, rusqlite::Error> {

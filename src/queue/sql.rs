@@ -37,5 +37,11 @@ pub const COUNT: &str = "SELECT count(*) FROM outbox";
 pub const OLDEST: &str = "SELECT created_ms FROM outbox ORDER BY id LIMIT 1";
 pub const META_GET: &str = "SELECT value FROM meta WHERE key = ?1";
 pub const META_ADD: &str = "UPDATE meta SET value = value + ?2 WHERE key = ?1";
-pub const SUM_BYTES: &str = "SELECT coalesce(sum(length(topic) + length(payload)), 0) FROM outbox";
+pub const SCAN_BYTES: &str =
+    "SELECT coalesce(sum(length(topic) + length(payload)), 0), count(*) FROM outbox";
 pub const PURGE: &str = "DELETE FROM outbox";
+pub const SIZES_AFTER: &str =
+    "SELECT id, length(topic) + length(payload) FROM outbox WHERE id > ?1 ORDER BY id LIMIT 256";
+pub const DELETE_UP_TO: &str = "DELETE FROM outbox WHERE id <= ?1";
+pub const RAISE_LAST_ID: &str =
+    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'outbox'";

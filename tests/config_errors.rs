@@ -1,0 +1,80 @@
+//! Bad configs: each file and the message it must give (file, line, key, reason).
+
+use sensorgate::config::Config;
+use std::path::Path;
+
+const GOOD: &str = r#"[gateway]
+id = "gw1"
+state_dir = "/var/lib/sensorgate"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+keep_alive = "5s"
+
+[[serial]]
+name = "wx"
+device = "/dev/ttyUSB0"
+baud = 9600
+format = "json"
+topic = "site/{gateway}/{input}"
+qos = 1
+"#;
+
+/// (what is wrong, the file, the line, the key, words the message must contain)
+const BAD: &[(&str, &str, usize, &str, &str)] = &[
+    ("unknown key", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\ncolour = 1\n[mqtt]\nurl = \"mqtt://h\"\n", 4, "gateway.colour", "unknown field"),
+    ("missing url", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nkeep_alive = \"5s\"\n", 4, "mqtt", "missing field `url`"),
+    ("bad duration", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\nkeep_alive = \"5 parsecs\"\n", 6, "mqtt.keep_alive", "not a duration"),
+    ("bare number duration", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\nkeep_alive = \"5\"\n", 6, "mqtt.keep_alive", "not a duration"),
+    ("keep-alive too long", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\nkeep_alive = \"30h\"\n", 6, "mqtt.keep_alive", "65535"),
+    ("wrong type", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\ninflight = \"many\"\n", 6, "mqtt.inflight", "invalid type"),
+    ("http url", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"http://h\"\n", 5, "mqtt.url", "not an MQTT URL"),
+    ("bad port", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h:70000\"\n", 5, "mqtt.url", "not a port"),
+    ("slash in id", "[gateway]\nid = \"a/b\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n", 2, "gateway.id", "no `/`"),
+    ("bad size", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nmax_size = \"lots\"\n", 7, "queue.max_size", "not a size"),
+    ("tiny size", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nmax_size = \"1KiB\"\n", 7, "queue.max_size", "at least 64KiB"),
+    ("bad policy", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nwhen_full = \"panic\"\n", 7, "queue.when_full", "drop_oldest"),
+    ("bad format", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"xml\"\ntopic = \"t\"\n", 9, "serial[0].format", "json, kv, csv, regex or raw"),
+    ("csv without columns", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"csv\"\ntopic = \"t\"\n", 9, "serial[0].columns", "needs `columns"),
+    ("bad regex", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"regex\"\npattern = \"(?P<t>[0-9\"\ntopic = \"t\"\n", 10, "serial[0].pattern", "regex parse error"),
+    ("regex without names", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"regex\"\npattern = \"([0-9]+)\"\ntopic = \"t\"\n", 10, "serial[0].pattern", "no named capture"),
+    ("columns on json", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ncolumns = [\"a\"]\ntopic = \"t\"\n", 10, "serial[0].columns", "belongs to format \"csv\""),
+    ("wildcard topic", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ntopic = \"site/#\"\n", 10, "serial[0].topic", "wildcard"),
+    ("unknown placeholder", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ntopic = \"s/{sensor}\"\n", 10, "serial[0].topic", "{sensor}"),
+    ("qos 2", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ntopic = \"t\"\nqos = 2\n", 11, "serial[0].qos", "QoS 2 is not supported"),
+    ("duplicate input", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"raw\"\ntopic = \"t\"\n[[synthetic]]\nname = \"a\"\nrate = 1.0\nfields = [\"x\"]\ntopic = \"t\"\n", 12, "synthetic[0].name", "declared twice"),
+    ("zero rate", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[synthetic]]\nname = \"s\"\nrate = 0.0\nfields = [\"x\"]\ntopic = \"t\"\n", 8, "synthetic[0].rate", "more than 0"),
+    ("unknown key in input", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"raw\"\ntopic = \"t\"\nparity = \"odd\"\n", 11, "serial.parity", "unknown field"),
+    ("missing password file", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\npassword_file = \"/nonexistent/pw\"\n", 6, "mqtt.password_file", "cannot read"),
+    ("not toml", "[gateway\nid = 1\n", 1, "gateway", "unclosed table"),
+];
+
+#[test]
+fn the_issue_config_is_valid() {
+    let c = Config::parse(Path::new("sensorgate.toml"), GOOD).unwrap();
+    assert_eq!(c.mqtt.client_id, "sensorgate-gw1");
+    assert_eq!(c.mqtt.availability_topic, "sensorgate/gw1/status");
+    assert_eq!(c.queue_path(), Path::new("/var/lib/sensorgate/queue.db"));
+}
+
+#[test]
+fn every_bad_config_names_file_line_key_and_reason() {
+    let mut failures = Vec::new();
+    for (what, text, line, key, words) in BAD {
+        match Config::parse(Path::new("bad.toml"), text) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(e) => {
+                let shown = e.to_string();
+                if e.file != "bad.toml"
+                    || e.line != *line
+                    || e.key != *key
+                    || !shown.contains(words)
+                {
+                    failures.push(format!("{what}: got {shown:?} (line {}, key {:?}); want line {line}, key {key:?}, words {words:?}", e.line, e.key));
+                }
+                assert!(shown.starts_with(&format!("bad.toml:{}:", e.line)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,95 @@
+//! The queue when the disk fills or the file is corrupt.
+
+use sensorgate::config::{Qos, WhenFull};
+use sensorgate::mapping::NewMessage;
+use sensorgate::queue::{open_or_reset, Queue, QueueOptions};
+
+fn batch(from: i64, n: usize, len: usize) -> Vec<NewMessage> {
+    (0..n)
+        .map(|i| NewMessage {
+            seq: from + i as i64,
+            topic: "t".into(),
+            payload: vec![b'p'; len],
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            created_ms: 0,
+        })
+        .collect()
+}
+
+fn opts(when_full: WhenFull) -> QueueOptions {
+    QueueOptions {
+        max_size: u64::MAX,
+        when_full,
+        synchronous_full: true,
+    }
+}
+
+/// `max_page_count` makes SQLite answer SQLITE_FULL exactly as a full disk does.
+#[test]
+fn full_disk_drops_by_policy_and_counts_every_message() {
+    for policy in [WhenFull::DropOldest, WhenFull::DropNewest] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(&dir.path().join("queue.db"), opts(policy)).unwrap();
+        q.set_max_page_count(40).unwrap();
+        let (mut sent, mut stored, mut dropped) = (0u64, 0u64, 0u64);
+        for _ in 0..60 {
+            let b = batch(q.next_id(), 20, 400);
+            let a = q.append(&b).unwrap();
+            sent += b.len() as u64;
+            stored += a.stored as u64;
+            dropped += a.dropped_new + a.evicted_old;
+        }
+        let stats = q.stats(0).unwrap();
+        assert!(dropped > 0, "{policy:?}: the disk filled");
+        assert_eq!(
+            stats.pending + stats.dropped_full,
+            sent,
+            "{policy:?}: every message is pending or counted"
+        );
+        assert_eq!(
+            stats.dropped_full, dropped,
+            "{policy:?}: the counter is what append reported"
+        );
+        assert!(stored > 0);
+        // Once acks free space, appends succeed again.
+        let pending = q.fetch_after(0, 10_000).unwrap();
+        q.ack(&pending.iter().map(|r| r.id).collect::<Vec<_>>())
+            .unwrap();
+        let a = q.append(&batch(q.next_id(), 5, 400)).unwrap();
+        assert_eq!(a.stored, 5, "{policy:?}: room again after acks");
+        if policy == WhenFull::DropOldest {
+            assert!(stats.pending > 0);
+        }
+    }
+}
+
+#[test]
+fn corrupt_file_is_moved_aside_and_a_fresh_queue_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    std::fs::write(
+        &path,
+        b"this is not a database, it is a power cut's leftovers".repeat(100),
+    )
+    .unwrap();
+    let (mut q, aside) = open_or_reset(&path, opts(WhenFull::DropOldest)).unwrap();
+    let aside = aside.expect("moved aside");
+    assert!(aside.exists());
+    assert!(aside
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("queue.db.corrupt-"));
+    // Sequence numbers continue above anything the old file could have used.
+    assert!(q.next_id() > 1_000_000_000_000);
+    let a = q.append(&batch(q.next_id(), 3, 10)).unwrap();
+    assert_eq!(a.stored, 3);
+    assert_eq!(q.stats(0).unwrap().pending, 3);
+    // A healthy file is left alone.
+    drop(q);
+    let (q, aside) = open_or_reset(&path, opts(WhenFull::DropOldest)).unwrap();
+    assert!(aside.is_none());
+    assert_eq!(q.stats(0).unwrap().pending, 3);
+}
