@@ -110,8 +110,7 @@ fn init_logging(level: Option<&str>) {
 fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
     let config = Config::load(&c.config)?;
     init_logging(config.log_level.as_deref());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

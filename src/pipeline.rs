@@ -1,22 +1,24 @@
 //! The pipeline: readings in, messages committed to the queue in batches (group commit).
 //!
 //! A batch closes at `commit_every` messages or `commit_linger` after its first message,
-//! whichever comes first, and is committed in one transaction. While a batch commits, the
-//! next one fills; the reading channel is bounded, so a slow disk pushes back on inputs
-//! instead of growing memory.
+//! whichever comes first, and is committed in one transaction on the blocking pool. One batch
+//! commits while the next one fills, so mapping and SQLite overlap; a second full batch waits
+//! for the first commit, and the reading channel is bounded, so a slow disk pushes back on
+//! inputs instead of growing memory.
 //!
 //! **Invariant:** the pipeline is the queue's only writer of new rows and numbers messages
-//! with consecutive sequence numbers (= row ids) from [`Queue::next_id`].
+//! with consecutive sequence numbers (= row ids) from [`Queue::next_id`] on.
 //! **Invariant:** the pipeline ends only when every input has dropped its sender, after
 //! committing what it holds: shutdown loses no reading that reached the pipeline.
 
 use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Appended, Queue, QueueError};
 use crate::reading::Reading;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error};
 
@@ -29,7 +31,84 @@ pub struct GroupCommit {
     pub linger: Duration,
 }
 
-/// Runs until `readings` closes. `committed` is told the last committed row id.
+/// A batch committing on the blocking pool; gives back its result, its emptied buffer, and
+/// the last id it carried.
+type Done = (Result<Appended, QueueError>, Vec<NewMessage>, i64);
+type Joined = Result<Done, tokio::task::JoinError>;
+
+struct Committer {
+    queue: SharedQueue,
+    committed: watch::Sender<i64>,
+    metrics: Arc<Metrics>,
+    in_flight: Option<JoinHandle<Done>>,
+    spare: Vec<NewMessage>,
+}
+
+impl Committer {
+    /// Reports a finished commit: counts, logs drops, tells the uplink.
+    fn report(&mut self, joined: Joined) -> Result<(), QueueError> {
+        let (result, mut buffer, last_id) = joined.expect("queue append does not panic");
+        buffer.clear();
+        self.spare = buffer;
+        let appended = result?;
+        let lost = appended.dropped_new + appended.evicted_old;
+        if lost > 0 {
+            error!(
+                refused_new = appended.dropped_new,
+                evicted_old = appended.evicted_old,
+                "Queue full: messages dropped by the size policy."
+            );
+            Metrics::add(&self.metrics.dropped, lost);
+        }
+        if appended.stored > 0 {
+            Metrics::add(&self.metrics.committed, appended.stored as u64);
+            Metrics::add(&self.metrics.progress, 1);
+            self.committed.send_replace(last_id);
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any, and reports it.
+    async fn finish(&mut self) -> Result<(), QueueError> {
+        match self.in_flight.take() {
+            Some(handle) => self.report(handle.await),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts committing `batch` (after the previous commit finished); leaves an empty
+    /// buffer in its place.
+    async fn start(&mut self, batch: &mut Vec<NewMessage>) -> Result<(), QueueError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.finish().await?;
+        let msgs = std::mem::replace(batch, std::mem::take(&mut self.spare));
+        let q = self.queue.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let mut q = lock(&q);
+            let r = q.append(&msgs);
+            let last = q.next_id() - 1;
+            (r, msgs, last)
+        }));
+        Ok(())
+    }
+}
+
+/// Resolves when the commit in flight is done (never, if there is none).
+async fn joined(in_flight: &mut Option<JoinHandle<Done>>) -> Joined {
+    match in_flight.as_mut() {
+        Some(h) => {
+            let r = h.await;
+            *in_flight = None;
+            r
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs until `readings` closes. `committed` is told the last committed row id as soon as
+/// each commit finishes.
 pub async fn run(
     mut readings: mpsc::Receiver<Reading>,
     mapper: Mapper,
@@ -40,69 +119,49 @@ pub async fn run(
 ) -> Result<(), QueueError> {
     let mut next_seq = lock(&queue).next_id();
     let mut batch: Vec<NewMessage> = Vec::with_capacity(commit.every);
+    let mut c = Committer {
+        queue,
+        committed,
+        metrics: metrics.clone(),
+        in_flight: None,
+        spare: Vec::with_capacity(commit.every),
+    };
     let mut deadline: Option<Instant> = None;
+    let mut inbox: Vec<Reading> = Vec::with_capacity(256);
     loop {
-        let reading = match deadline {
-            None => readings.recv().await,
-            Some(d) => tokio::select! {
-                r = readings.recv() => r,
-                _ = tokio::time::sleep_until(d) => {
-                    next_seq = flush(&queue, &mut batch, &committed, &metrics).await?;
-                    deadline = None;
-                    continue;
+        let linger = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            n = readings.recv_many(&mut inbox, 256) => {
+                if n == 0 {
+                    break; // every sender is gone
                 }
-            },
-        };
-        let Some(reading) = reading else { break };
-        Metrics::add(&metrics.readings, 1);
-        mapper.map(&reading, &mut next_seq, &mut batch);
+            }
+            _ = tokio::time::sleep_until(linger), if deadline.is_some() => {
+                c.start(&mut batch).await?;
+                deadline = None;
+                continue;
+            }
+            done = joined(&mut c.in_flight) => {
+                c.report(done)?;
+                continue;
+            }
+        }
+        Metrics::add(&metrics.readings, inbox.len() as u64);
+        for reading in inbox.drain(..) {
+            mapper.map(&reading, &mut next_seq, &mut batch);
+            if batch.len() >= commit.every {
+                c.start(&mut batch).await?;
+                deadline = None;
+            }
+        }
         if deadline.is_none() && !batch.is_empty() {
             deadline = Some(Instant::now() + commit.linger);
         }
-        if batch.len() >= commit.every {
-            next_seq = flush(&queue, &mut batch, &committed, &metrics).await?;
-            deadline = None;
-        }
     }
-    flush(&queue, &mut batch, &committed, &metrics).await?;
+    c.start(&mut batch).await?;
+    c.finish().await?;
     debug!("Pipeline drained; all inputs closed.");
     Ok(())
-}
-
-/// Commits `batch`; returns the next sequence number to hand out.
-async fn flush(
-    queue: &SharedQueue,
-    batch: &mut Vec<NewMessage>,
-    committed: &watch::Sender<i64>,
-    metrics: &Metrics,
-) -> Result<i64, QueueError> {
-    let msgs = std::mem::take(batch);
-    let q = queue.clone();
-    let (result, next, msgs) = tokio::task::spawn_blocking(move || {
-        let mut q = lock(&q);
-        let r = q.append(&msgs);
-        (r, q.next_id(), msgs)
-    })
-    .await
-    .expect("queue append does not panic");
-    let appended = result?;
-    let lost = appended.dropped_new + appended.evicted_old;
-    if lost > 0 {
-        error!(
-            refused_new = appended.dropped_new,
-            evicted_old = appended.evicted_old,
-            "Queue full: messages dropped by the size policy."
-        );
-        Metrics::add(&metrics.dropped, lost);
-    }
-    if appended.stored > 0 {
-        Metrics::add(&metrics.committed, appended.stored as u64);
-        Metrics::add(&metrics.progress, 1);
-        committed.send_replace(next - 1);
-    }
-    *batch = msgs;
-    batch.clear();
-    Ok(next)
 }
 
 /// Locks the queue. A poisoned lock means a panic inside a queue call; the queue's own

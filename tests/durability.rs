@@ -106,8 +106,9 @@ fn broker_restart_loses_nothing() {
     wait_until("the queue is empty", LONG, || gw.pending() == 0);
     let d = delivered(&sub, "site/gw1/wx");
     assert_eq!(d.keys().copied().collect::<BTreeSet<_>>(), (0..N).collect());
-    // Only what was in flight at the outage may come twice (window 64, one outage).
-    assert!(duplicates(&d) <= 64, "{} duplicates", duplicates(&d));
+    // Only what was in flight at the outage may come twice: at most three windows of 64
+    // (in flight, being deleted, acked meanwhile; see uplink::pump), one outage.
+    assert!(duplicates(&d) <= 192, "{} duplicates", duplicates(&d));
     let (status, took) = gw.terminate(Duration::from_secs(10));
     assert!(status.expect("exits").success());
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
@@ -179,7 +180,8 @@ fn sigkill_loses_no_committed_reading() {
     // What a kill can lose is only what was read and not yet committed (one linger's worth).
     let lost = (0..600).filter(|n| !got.contains(n)).count();
     assert!(lost <= 40, "{lost} readings lost around the kills");
-    assert!(duplicates(&d) <= 64, "{} duplicates", duplicates(&d));
+    // One kill while draining: at most three windows of 64 (see uplink::pump).
+    assert!(duplicates(&d) <= 192, "{} duplicates", duplicates(&d));
     broker.stop();
 }
 
@@ -222,5 +224,5 @@ fn half_open_link_is_detected_by_keep_alive() {
     // Its missing PINGRESP did.
     gw.wait_log("Last pingreq isn't acked", Duration::from_secs(1));
     let d = delivered(&sub, "site/gw1/wx");
-    assert!(duplicates(&d) <= 64, "{} duplicates", duplicates(&d));
+    assert!(duplicates(&d) <= 192, "{} duplicates", duplicates(&d));
 }

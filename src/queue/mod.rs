@@ -347,7 +347,20 @@ impl Queue {
             tx.commit()?;
             Ok((n, freed))
         };
-        let (n, freed) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        // A delete lost to a power cut only means a duplicate, which QoS 1 allows: deletes
+        // skip the fsync (the next insert's FULL commit syncs the WAL anyway).
+        if self.opts.synchronous_full {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| self.err(e))?;
+        }
+        let result = run(&mut self.conn);
+        if self.opts.synchronous_full {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| self.err(e))?;
+        }
+        let (n, freed) = result.map_err(|e| self.err(e))?;
         self.bytes = self.bytes.saturating_sub(freed);
         Ok(n)
     }

@@ -16,7 +16,7 @@
 //! still in the queue and are read again after the next CONNACK.
 
 use crate::config::Qos;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 /// What a request handed to rumqttc stands for.
@@ -49,7 +49,9 @@ pub struct Flight {
     next_pos: u64,
     sent: VecDeque<(u64, Item)>,
     awaiting: HashMap<u16, (u64, Option<i64>, Instant)>,
-    outstanding: BTreeSet<u64>,
+    /// Position of every request not yet confirmed, with when it was written (None while
+    /// rumqttc has not written it yet). Positions are written in order.
+    outstanding: BTreeMap<u64, Option<Instant>>,
     /// Rows whose delivery is confirmed, not yet deleted from the queue.
     pub acked: Vec<i64>,
     /// Bumped by every reset, so a reader of the queue knows its view is stale.
@@ -64,11 +66,15 @@ impl Flight {
             next_pos: 0,
             sent: VecDeque::new(),
             awaiting: HashMap::new(),
-            outstanding: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
             acked: Vec::new(),
             epoch: 0,
             online: false,
         }
+    }
+
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// Whether another request may be handed to rumqttc now.
@@ -78,13 +84,16 @@ impl Flight {
 
     /// How many more requests fit in the window.
     pub fn room(&self) -> u64 {
-        let oldest = self.outstanding.first().copied().unwrap_or(self.next_pos);
+        let oldest = self
+            .outstanding
+            .first_key_value()
+            .map_or(self.next_pos, |(p, _)| *p);
         self.window.saturating_sub(self.next_pos - oldest)
     }
 
     /// Records a request just handed to rumqttc.
     pub fn on_sent(&mut self, item: Item) {
-        self.outstanding.insert(self.next_pos);
+        self.outstanding.insert(self.next_pos, None);
         self.sent.push_back((self.next_pos, item));
         self.next_pos += 1;
     }
@@ -106,6 +115,7 @@ impl Flight {
                 Ok(())
             }
             (Qos::AtLeastOnce, p) if p != 0 => {
+                self.outstanding.insert(pos, Some(now));
                 if self.awaiting.insert(p, (pos, row, now)).is_some() {
                     return Err(Mismatch::Collision(p));
                 }
@@ -129,7 +139,9 @@ impl Flight {
 
     /// When the oldest publish still waiting for its PUBACK was written.
     pub fn oldest_wait(&self) -> Option<Instant> {
-        self.awaiting.values().map(|(_, _, t)| *t).min()
+        // Requests are written in position order, so the oldest outstanding one was written
+        // first (or nothing outstanding is written yet).
+        self.outstanding.first_key_value().and_then(|(_, t)| *t)
     }
 
     /// Requests handed over and not yet confirmed.

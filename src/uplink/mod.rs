@@ -198,10 +198,12 @@ async fn poll_until_cancelled(
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if handle.flight().on_puback(ack.pkid).is_some() {
+                let mut f = handle.flight();
+                if f.on_puback(ack.pkid).is_some() {
                     Metrics::add(&metrics.acked, 1);
                     Metrics::add(&metrics.progress, 1);
                 }
+                drop(f);
                 handle.wake.notify_one();
             }
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
@@ -281,7 +283,11 @@ async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoo
     }
 }
 
+
 /// Deletes confirmed rows and hands new rows to rumqttc while the window has room.
+///
+/// Rows are read ahead into `ahead` (up to two windows), so SQLite is read in bulk rather
+/// than once per acknowledgement, and deletes are batched while rows wait to be sent.
 async fn pump(
     handle: Handle,
     queue: SharedQueue,
@@ -289,24 +295,54 @@ async fn pump(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut cursor = 0i64;
+    let window = handle.flight().window() as usize;
+    let read_ahead = 2 * window;
+    // Confirmed rows are deleted in batches of a window while there is other work. A crash
+    // can therefore resend at most: the window in flight, the batch being deleted, and the
+    // acks gathered meanwhile: three windows.
+    let delete_batch = window;
+    let mut ahead: std::collections::VecDeque<crate::queue::Stored> = Default::default();
+    let mut cursor = 0i64; // the last id read into `ahead`
     let mut epoch = u64::MAX;
     let mut pipeline_open = true;
     loop {
-        let (acked, room, now_epoch) = {
+        // 1. Hand over what fits, and see what is left to do.
+        let (acked, read, want, last) = {
             let mut f = handle.flight();
-            let room = if f.online { f.room() } else { 0 };
-            (std::mem::take(&mut f.acked), room, f.epoch)
+            if f.epoch != epoch {
+                // A new connection: every row left in the queue is unconfirmed.
+                epoch = f.epoch;
+                ahead.clear();
+                cursor = 0;
+            }
+            while f.can_send() {
+                let Some(row) = ahead.pop_front() else { break };
+                let (id, q) = (row.id, row.qos);
+                if let Err(e) =
+                    handle
+                        .client
+                        .try_publish(row.topic, qos(q), row.retain, row.payload)
+                {
+                    debug!(error = %e, "rumqttc's request channel is full; will retry.");
+                    break;
+                }
+                f.on_sent(Item::Row { id, qos: q });
+            }
+            let last = *committed.borrow_and_update();
+            let want = read_ahead.saturating_sub(ahead.len());
+            let read = want > 0 && cursor < last;
+            // Confirmed rows must be gone before the queue is read again from the start;
+            // otherwise they are deleted in batches, or when there is nothing else to do.
+            let idle = ahead.is_empty() && !read;
+            let delete_now = cursor == 0 || f.acked.len() >= delete_batch || idle;
+            let acked = if delete_now {
+                std::mem::take(&mut f.acked)
+            } else {
+                Vec::new()
+            };
+            (acked, read, want, last)
         };
-        if now_epoch != epoch {
-            // A new connection: every row left in the queue is unconfirmed. Confirmed rows are
-            // deleted below, before the queue is read again.
-            epoch = now_epoch;
-            cursor = 0;
-        }
-        let last = *committed.borrow_and_update();
-        let want = if cursor < last { room as usize } else { 0 };
-        if acked.is_empty() && want == 0 {
+        if acked.is_empty() && !read {
             tokio::select! {
                 _ = handle.wake.notified() => {}
                 r = committed.changed(), if pipeline_open => pipeline_open = r.is_ok(),
@@ -314,16 +350,17 @@ async fn pump(
             }
             continue;
         }
+        // 2. Delete what was confirmed, then read ahead, in one trip to the blocking pool.
         let q = queue.clone();
         let n_acked = acked.len();
+        let from = cursor;
         let result = tokio::task::spawn_blocking(move || {
             let mut q = lock(&q);
-            match q.ack(&acked) {
-                Ok(_) => {}
-                Err(e) => return (Err(e), acked),
+            if let Err(e) = q.ack(&acked) {
+                return (Err(e), acked);
             }
-            let rows = if want > 0 {
-                q.fetch_after(cursor, want)
+            let rows = if read {
+                q.fetch_after(from, want)
             } else {
                 Ok(Vec::new())
             };
@@ -350,31 +387,10 @@ async fn pump(
         if n_acked > 0 {
             Metrics::add(&metrics.progress, 1);
         }
-        if want > 0 && rows.is_empty() {
-            cursor = cursor.max(last); // everything up to `last` was visible and is gone
-        }
-        let mut f = handle.flight();
-        if f.epoch != epoch {
-            continue; // the connection dropped while we read: read again from the start
-        }
-        for row in rows {
-            if !f.can_send() {
-                break;
-            }
-            let id = row.id;
-            match handle
-                .client
-                .try_publish(row.topic, qos(row.qos), row.retain, row.payload)
-            {
-                Ok(()) => {
-                    f.on_sent(Item::Row { id, qos: row.qos });
-                    cursor = id;
-                }
-                Err(e) => {
-                    debug!(error = %e, "rumqttc's request channel is full; will retry.");
-                    break;
-                }
-            }
+        if read {
+            // Rows read under an older epoch are dropped: the next round reads from 0.
+            cursor = rows.last().map_or(cursor.max(last), |r| r.id);
+            ahead.extend(rows);
         }
     }
 }
