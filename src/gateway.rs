@@ -104,6 +104,13 @@ pub async fn run(
         handle_rx,
         house_cancel.clone(),
     ));
+    let supervisor_cancel = CancellationToken::new();
+    let m = &config.mqtt;
+    let supervisor = tokio::spawn(crate::service::supervise(
+        metrics.clone(),
+        crate::service::poller_deadline(m.keep_alive, m.backoff_max, m.connect_timeout),
+        supervisor_cancel.clone(),
+    ));
     on_ready();
     info!(gateway = %config.gateway.id, inputs = config.inputs.len(), "Gateway running.");
 
@@ -122,6 +129,9 @@ pub async fn run(
             failed => Some(failed),
         },
     };
+    crate::service::stopping();
+    supervisor_cancel.cancel();
+    let _ = supervisor.await;
     inputs_cancel.cancel();
     while inputs.join_next().await.is_some() {}
     let pipeline_result = match pipeline_result {
@@ -156,11 +166,12 @@ async fn housekeeping(
     cancel: CancellationToken,
 ) {
     let Ok(handle) = handle.await else { return };
+    // Often enough for the systemd status line; the health topic keeps its own interval.
     let every = config
         .gateway
         .health_interval
-        .unwrap_or(Duration::from_secs(60))
-        .min(Duration::from_secs(60));
+        .unwrap_or(Duration::from_secs(15))
+        .min(Duration::from_secs(15));
     let mut tick = tokio::time::interval(every);
     let mut last_health = None::<tokio::time::Instant>;
     let health_topic = format!("sensorgate/{}/health", config.gateway.id);
@@ -184,6 +195,11 @@ async fn housekeeping(
         .await;
         let stats = match result {
             Ok(Ok((expired, stats))) => {
+                metrics.set_pending(stats.pending);
+                metrics.oldest_age_s.store(
+                    stats.oldest_age_s as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if expired > 0 {
                     error!(expired, max_age = ?config.queue.max_age, "Messages older than max_age deleted unsent.");
                     Metrics::add(&metrics.dropped, expired);

@@ -12,6 +12,8 @@
 //! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits.
 //! - [`uplink`]: the rumqttc client; publishes the oldest rows, deletes a row on its PUBACK.
 //! - [`gateway`]: wires the parts together and runs them until shutdown.
+//! - [`service`]: systemd notify (READY, STATUS, WATCHDOG while healthy, STOPPING);
+//!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -19,10 +21,12 @@ pub mod describe;
 pub mod format;
 pub mod gateway;
 pub mod input;
+pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod reading;
+pub mod service;
 pub mod topic;
 pub mod uplink;

@@ -97,19 +97,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
     let config = Config::load(&c.config)?;
-    init_logging(config.log_level.as_deref());
+    sensorgate::logging::init(config.log_level.as_deref());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,7 +122,7 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
             }
             signals.cancel();
         });
-        sensorgate::gateway::run(config, shutdown, || {}).await
+        sensorgate::gateway::run(config, shutdown, sensorgate::service::ready).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

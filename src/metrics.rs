@@ -13,8 +13,20 @@ pub struct Metrics {
     pub acked: AtomicU64,
     pub connects: AtomicU64,
     pub online: AtomicBool,
-    /// Bumped whenever the pipeline or the uplink makes progress (for the watchdog).
+    /// Bumped whenever the pipeline or the uplink makes progress.
     pub progress: AtomicU64,
+    /// When (service::now_ms) the queue commit in flight started; 0 when none is.
+    pub commit_since: AtomicU64,
+    /// When the uplink's queue read/delete in flight started; 0 when none is.
+    pub uplink_db_since: AtomicU64,
+    /// When the MQTT poller last ran (service::now_ms).
+    pub poller_beat: AtomicU64,
+    /// The backlog as housekeeping last read it, with `committed` and `acked` at that moment
+    /// (for the systemd status line, see [`Metrics::pending_estimate`]).
+    pub pending: AtomicU64,
+    pub pending_committed: AtomicU64,
+    pub pending_acked: AtomicU64,
+    pub oldest_age_s: AtomicU64,
 }
 
 impl Metrics {
@@ -24,5 +36,26 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
+    }
+
+    /// Records the backlog that housekeeping counted.
+    pub fn set_pending(&self, pending: u64) {
+        self.pending_committed
+            .store(self.committed.load(Relaxed), Relaxed);
+        self.pending_acked.store(self.acked.load(Relaxed), Relaxed);
+        self.pending.store(pending, Relaxed);
+    }
+
+    /// The backlog now: the last count, plus commits, minus acknowledgements since.
+    pub fn pending_estimate(&self) -> u64 {
+        let added = self
+            .committed
+            .load(Relaxed)
+            .saturating_sub(self.pending_committed.load(Relaxed));
+        let removed = self
+            .acked
+            .load(Relaxed)
+            .saturating_sub(self.pending_acked.load(Relaxed));
+        (self.pending.load(Relaxed) + added).saturating_sub(removed)
     }
 }

@@ -15,6 +15,7 @@ use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
 use crate::queue::{Appended, Queue, QueueError};
 use crate::reading::Reading;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -48,6 +49,7 @@ impl Committer {
     /// Reports a finished commit: counts, logs drops, tells the uplink.
     fn report(&mut self, joined: Joined) -> Result<(), QueueError> {
         let (result, mut buffer, last_id) = joined.expect("queue append does not panic");
+        self.metrics.commit_since.store(0, Relaxed);
         buffer.clear();
         self.spare = buffer;
         let appended = result?;
@@ -85,6 +87,9 @@ impl Committer {
         self.finish().await?;
         let msgs = std::mem::replace(batch, std::mem::take(&mut self.spare));
         let q = self.queue.clone();
+        self.metrics
+            .commit_since
+            .store(crate::service::now_ms(), Relaxed);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let mut q = lock(&q);
             let r = q.append(&msgs);

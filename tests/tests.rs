@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod config_errors;
 mod durability;
+mod notify;
 mod puback;
 mod queue_model;
 mod queue_policy;

@@ -23,7 +23,7 @@ mod sql;
 
 use crate::config::{Qos, WhenFull};
 use crate::mapping::NewMessage;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -104,6 +104,13 @@ pub struct Queue {
 
 fn is_full(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DiskFull))
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 impl Queue {
@@ -192,17 +199,27 @@ impl Queue {
         if batch.is_empty() {
             return Ok(Appended::default());
         }
-        match self.try_append(batch) {
-            Ok(a) => Ok(a),
-            Err(e) if is_full(&e) => self.append_on_full_disk(batch),
-            Err(e) => Err(self.err(e)),
+        loop {
+            match self.try_append(batch) {
+                Ok(a) => return Ok(a),
+                Err(e) if is_full(&e) => return self.append_on_full_disk(batch),
+                // Another process holds the write lock longer than the busy timeout (an
+                // operator's `sqlite3` session, a wedged disk): keep the batch and wait. The
+                // watchdog sees the commit hang and withholds its pings.
+                Err(e) if is_busy(&e) => {
+                    tracing::warn!(queue = %self.path.display(), error = %e, "Queue is locked by another process; still waiting to commit.");
+                }
+                Err(e) => return Err(self.err(e)),
+            }
         }
     }
 
     fn try_append(&mut self, batch: &[NewMessage]) -> Result<Appended, rusqlite::Error> {
         let incoming: u64 = batch.iter().map(Queue::size_of).sum();
         let mut out = Appended::default();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read, not cached: `sensorgate queue purge` may have changed it from outside.
         self.bytes = meta(&tx, "bytes")?.max(0) as u64;
         let mut bytes = self.bytes;
@@ -269,7 +286,9 @@ impl Queue {
         if self.opts.when_full == WhenFull::DropOldest {
             let n = (batch.len() * 2).max(64) as i64;
             let freed = (|| -> Result<Vec<u64>, rusqlite::Error> {
-                let tx = self.conn.transaction()?;
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let freed = evict_oldest(&tx, n)?;
                 let sum: u64 = freed.iter().sum();
                 tx.execute(sql::META_ADD, params!["dropped_full", freed.len() as i64])?;
@@ -328,7 +347,7 @@ impl Queue {
             return Ok(0);
         }
         let run = |conn: &mut Connection| -> Result<(usize, u64), rusqlite::Error> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut freed = 0u64;
             let mut n = 0;
             {
@@ -368,7 +387,7 @@ impl Queue {
     /// Deletes messages stamped before `cutoff_ms`; returns how many.
     pub fn expire(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
         let run = |conn: &mut Connection| -> Result<(u64, u64), rusqlite::Error> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let freed: Vec<u64> = {
                 let mut stmt = tx.prepare_cached(sql::EXPIRE)?;
                 let rows = stmt.query_map(params![cutoff_ms], |r| r.get::<_, i64>(0))?;
@@ -393,7 +412,7 @@ impl Queue {
     /// Deletes every pending message (operator's purge); returns how many. Counted as dropped.
     pub fn purge(&mut self) -> Result<u64, QueueError> {
         let run = |conn: &mut Connection| -> Result<u64, rusqlite::Error> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(sql::PURGE, [])? as u64;
             tx.execute("UPDATE meta SET value = 0 WHERE key = 'bytes'", [])?;
             tx.execute(sql::META_ADD, params!["dropped_full", n as i64])?;

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
 use flight::{Flight, Item};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -131,9 +132,7 @@ pub async fn run(
         }
         Err(e) => warn!(error = %e, "Delete task failed at shutdown."),
     }
-    metrics
-        .online
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+    metrics.online.store(false, Relaxed);
 }
 
 /// Forgets the connection: rumqttc's state and requests, and the flight.
@@ -153,6 +152,7 @@ async fn poll_until_cancelled(
     let mut backoff = cfg.backoff_min;
     let mut was_online = false;
     loop {
+        metrics.poller_beat.store(crate::service::now_ms(), Relaxed);
         let event = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
@@ -178,9 +178,7 @@ async fn poll_until_cancelled(
                 }
                 backoff = cfg.backoff_min;
                 was_online = true;
-                metrics
-                    .online
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                metrics.online.store(true, Relaxed);
                 Metrics::add(&metrics.connects, 1);
                 info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
                 handle.wake.notify_one();
@@ -217,9 +215,7 @@ async fn poll_until_cancelled(
             Ok(_) => {}
             Err(e) => {
                 forget(eventloop, &mut handle.flight());
-                metrics
-                    .online
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                metrics.online.store(false, Relaxed);
                 if was_online {
                     warn!(error = %e, "Connection to the broker lost; queueing on disk.");
                     was_online = false;
@@ -241,9 +237,7 @@ async fn poll_until_cancelled(
         {
             warn!(timeout = ?cfg.ack_timeout, "No PUBACK within the ack timeout; reconnecting to resend.");
             forget(eventloop, &mut f);
-            metrics
-                .online
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics.online.store(false, Relaxed);
             was_online = false;
         }
     }
@@ -282,7 +276,6 @@ async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoo
         debug!("Broker did not confirm the goodbye in time.");
     }
 }
-
 
 /// Deletes confirmed rows and hands new rows to rumqttc while the window has room.
 ///
@@ -354,6 +347,9 @@ async fn pump(
         let q = queue.clone();
         let n_acked = acked.len();
         let from = cursor;
+        metrics
+            .uplink_db_since
+            .store(crate::service::now_ms(), Relaxed);
         let result = tokio::task::spawn_blocking(move || {
             let mut q = lock(&q);
             if let Err(e) = q.ack(&acked) {
@@ -367,6 +363,7 @@ async fn pump(
             (rows, Vec::new())
         })
         .await;
+        metrics.uplink_db_since.store(0, Relaxed);
         let rows = match result {
             Ok((Ok(rows), _)) => rows,
             Ok((Err(e), unsaved)) => {

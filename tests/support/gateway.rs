@@ -41,6 +41,11 @@ impl Gateway {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the gateway with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "gateway already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -52,6 +57,7 @@ impl Gateway {
             .arg(&self.config)
             .env("RUST_LOG", "sensorgate=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

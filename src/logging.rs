@@ -1,0 +1,156 @@
+//! Logging: to journald when the process runs under systemd with stderr connected to the
+//! journal (`$JOURNAL_STREAM`), to stderr through tracing-subscriber otherwise. The same
+//! `RUST_LOG`-style filter applies to both; `[log] level` is the default when `RUST_LOG` is
+//! unset.
+//!
+//! In the journal, an event's fields (`input`, `topic`, `error`, ...) become journal fields
+//! (`INPUT=`, `TOPIC=`, `ERROR=`), so `journalctl -u sensorgate INPUT=wx` works; the message
+//! is the sentence, and the tracing level maps to the syslog priority.
+
+use std::fmt::Write;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Where the logs went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Journal,
+    Stderr,
+}
+
+pub fn init(default_level: Option<&str>) -> Sink {
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(default_level.unwrap_or("info")))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
+            let journal = journal.with_syslog_identifier("sensorgate".into());
+            tracing_subscriber::registry()
+                .with(JournalLayer { journal }.with_filter(filter()))
+                .init();
+            return Sink::Journal;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .init();
+    Sink::Stderr
+}
+
+/// Sends each tracing event to journald as one entry with its fields as journal fields.
+struct JournalLayer {
+    journal: systemd_journal_logger::JournalLog,
+}
+
+impl<S: Subscriber> Layer<S> for JournalLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let entry = Entry::of(event);
+        let meta = event.metadata();
+        let kvs: Vec<(&str, &str)> = entry
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // A log line that cannot be written must not take the gateway down.
+        let _ = self.journal.journal_send(
+            &log::Record::builder()
+                .level(log_level(*meta.level()))
+                .target(meta.target())
+                .module_path(meta.module_path())
+                .file(meta.file())
+                .line(meta.line())
+                .key_values(&kvs)
+                .args(format_args!("{}", entry.message))
+                .build(),
+        );
+    }
+}
+
+fn log_level(l: tracing::Level) -> log::Level {
+    match l {
+        tracing::Level::ERROR => log::Level::Error,
+        tracing::Level::WARN => log::Level::Warn,
+        tracing::Level::INFO => log::Level::Info,
+        tracing::Level::DEBUG => log::Level::Debug,
+        tracing::Level::TRACE => log::Level::Trace,
+    }
+}
+
+/// An event as a message and its other fields, as text.
+#[derive(Debug, Default, PartialEq)]
+pub struct Entry {
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    pub fn of(event: &Event<'_>) -> Entry {
+        let mut e = Entry::default();
+        event.record(&mut e);
+        e
+    }
+}
+
+impl Visit for Entry {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields
+                .push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.fields.push((field.name().to_string(), text));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Captures entries the way the journal layer sees them.
+    struct Capture(Arc<Mutex<Vec<Entry>>>);
+
+    impl<S: Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            self.0.lock().unwrap().push(Entry::of(event));
+        }
+    }
+
+    #[test]
+    fn fields_become_journal_fields_and_the_sentence_the_message() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let e = std::io::Error::other("gone");
+            tracing::warn!(input = "wx", topic = %"site/gw1/wx", error = %e, "Serial port lost; reopening.");
+        });
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0],
+            Entry {
+                message: "Serial port lost; reopening.".into(),
+                fields: vec![
+                    ("input".into(), "wx".into()),
+                    ("topic".into(), "site/gw1/wx".into()),
+                    ("error".into(), "gone".into()),
+                ],
+            }
+        );
+    }
+}
