@@ -11,11 +11,10 @@ use common::{median, rss_kb, Mosquitto};
 use sensorgate::config::{Config, Qos, WhenFull};
 use sensorgate::mapping::{Mapper, NewMessage};
 use sensorgate::queue::{read_stats, Queue, QueueOptions};
-use sensorgate::reading::{Reading, Stamp, Value};
+use sensorgate::reading::Stamp;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sensorgate");
@@ -33,25 +32,7 @@ fn messages(n: usize) -> Vec<NewMessage> {
     let mut out = Vec::with_capacity(n);
     let mut seq = 1;
     for i in 0..n {
-        let r = Reading {
-            input: 0,
-            stamp,
-            at: std::time::Instant::now(),
-            fields: vec![
-                (
-                    Arc::from("temperature"),
-                    Value::Float(20.0 + (i % 100) as f64 / 10.0),
-                ),
-                (
-                    Arc::from("humidity"),
-                    Value::Float(50.0 + (i % 37) as f64 / 10.0),
-                ),
-                (
-                    Arc::from("pressure"),
-                    Value::Float(1013.0 + (i % 11) as f64 / 10.0),
-                ),
-            ],
-        };
+        let r = common::reading(i, stamp);
         mapper.map(&r, &mut seq, &mut out);
     }
     debug_assert!(out.iter().all(|m| m.qos == Qos::AtLeastOnce));
@@ -84,6 +65,16 @@ fn gateway_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
     path
 }
 
+fn spawn_gateway(config: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the gateway on a prefilled queue until it is empty. Returns (messages/s, peak RSS kB).
 fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -91,13 +82,7 @@ fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
     let cfg = gateway_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), "");
     let db = dir.path().join("state/queue.db");
     let t0 = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&cfg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_gateway(&cfg);
     let mut peak = 0;
     // A cheap probe (not count(*)), so that watching costs the gateway no CPU.
     let probe =
@@ -206,13 +191,7 @@ fn holding(backlog: &[NewMessage], seconds: u64) -> u64 {
         &format!("mqtt://127.0.0.1:{nobody}"),
         "[[synthetic]]\nname = \"s\"\nrate = 2000.0\nfields = [\"temperature\", \"humidity\", \"pressure\"]\ntopic = \"site/{gateway}/{input}\"\n",
     );
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&cfg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_gateway(&cfg);
     let t0 = Instant::now();
     let mut peak = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {

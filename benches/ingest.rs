@@ -13,7 +13,7 @@ use sensorgate::mapping::Mapper;
 use sensorgate::metrics::Metrics;
 use sensorgate::pipeline::{self, GroupCommit};
 use sensorgate::queue::{Queue, QueueOptions};
-use sensorgate::reading::{Reading, Stamp, Value};
+use sensorgate::reading::{Reading, Stamp};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,28 +32,7 @@ fn config(dir: &Path) -> Config {
 
 fn readings(n: usize) -> Vec<Reading> {
     let stamp = Stamp::now();
-    let at = std::time::Instant::now();
-    (0..n)
-        .map(|i| Reading {
-            input: 0,
-            stamp,
-            at,
-            fields: vec![
-                (
-                    Arc::from("temperature"),
-                    Value::Float(20.0 + (i % 100) as f64 / 10.0),
-                ),
-                (
-                    Arc::from("humidity"),
-                    Value::Float(50.0 + (i % 37) as f64 / 10.0),
-                ),
-                (
-                    Arc::from("pressure"),
-                    Value::Float(1013.0 + (i % 11) as f64 / 10.0),
-                ),
-            ],
-        })
-        .collect()
+    (0..n).map(|i| common::reading(i, stamp)).collect()
 }
 
 /// Readings per second through the gateway's pipeline.

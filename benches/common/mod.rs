@@ -79,3 +79,28 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0 // utime, stime in clock ticks (USER_HZ = 100)
 }
+
+/// Reading `i` of the benchmarks' synthetic weather station: three fields.
+pub fn reading(i: usize, stamp: sensorgate::reading::Stamp) -> sensorgate::reading::Reading {
+    use sensorgate::reading::Value;
+    use std::sync::Arc;
+    sensorgate::reading::Reading {
+        input: 0,
+        stamp,
+        at: Instant::now(),
+        fields: vec![
+            (
+                Arc::from("temperature"),
+                Value::Float(20.0 + (i % 100) as f64 / 10.0),
+            ),
+            (
+                Arc::from("humidity"),
+                Value::Float(50.0 + (i % 37) as f64 / 10.0),
+            ),
+            (
+                Arc::from("pressure"),
+                Value::Float(1013.0 + (i % 11) as f64 / 10.0),
+            ),
+        ],
+    }
+}
