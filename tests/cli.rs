@@ -160,3 +160,38 @@ fn per_field_topics_availability_and_bad_frames() {
         sub.messages().last() == Some(&("sensorgate/gw1/status".into(), "offline".into()))
     });
 }
+
+#[test]
+fn the_will_says_offline_when_the_gateway_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(&tmp.path().join("broker"));
+    let sub = Subscriber::start(broker.port, "sensorgate/#", "will-sub");
+    let config = base_config(tmp.path(), "gwk", &broker.url(), "");
+    let mut gw = Gateway::new(tmp.path(), &config);
+    gw.start();
+    let status = |payload: &str| ("sensorgate/gwk/status".to_string(), payload.to_string());
+    wait_until("online", LONG, || {
+        sub.messages().contains(&status("online"))
+    });
+    gw.kill(); // no DISCONNECT: the broker publishes the will
+    wait_until("the will's offline", LONG, || {
+        sub.messages().last() == Some(&status("offline"))
+    });
+    // Retained: a subscriber that comes later learns the state too.
+    let late = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "sensorgate/gwk/status",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&late.stdout).trim(), "offline");
+}
