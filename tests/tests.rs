@@ -10,3 +10,4 @@ mod notify;
 mod puback;
 mod queue_model;
 mod queue_policy;
+mod tls;

@@ -98,6 +98,8 @@ pub struct MqttConfig {
     pub inflight: u16,
     pub ack_timeout: Duration,
     pub availability_topic: String,
+    /// Set for `mqtts://`: the rustls client config (roots, optional client certificate).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -398,7 +400,9 @@ impl Cx<'_> {
 
     fn mqtt(&self, m: raw::RawMqtt, gateway: &str) -> Result<MqttConfig, ConfigError> {
         let url = m.url.get_ref();
-        let (host, port) = parse_mqtt_url(url).map_err(|msg| self.at(&m.url, "mqtt.url", &msg))?;
+        let (host, port, tls) =
+            parse_mqtt_url(url).map_err(|msg| self.at(&m.url, "mqtt.url", &msg))?;
+        let tls = self.tls(&m, tls)?;
         let keep_alive =
             self.duration(&m.keep_alive, "mqtt.keep_alive", Duration::from_secs(60))?;
         if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
@@ -488,6 +492,58 @@ impl Cx<'_> {
                 Duration::from_secs(60),
             )?,
             availability_topic,
+            tls,
+        })
+    }
+
+    /// Reads and checks the TLS files (only with `mqtts://`).
+    fn tls(
+        &self,
+        m: &raw::RawMqtt,
+        enabled: bool,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        use crate::uplink::tls::{client_config, Which};
+        let files = [
+            ("mqtt.ca_file", &m.ca_file),
+            ("mqtt.cert_file", &m.cert_file),
+            ("mqtt.key_file", &m.key_file),
+        ];
+        if !enabled {
+            if let Some((key, Some(v))) = files.iter().find(|(_, v)| v.is_some()) {
+                return Err(self.at(v, key, "TLS files need an mqtts:// url"));
+            }
+            return Ok(None);
+        }
+        let client = match (&m.cert_file, &m.key_file) {
+            (Some(c), Some(k)) => Some((
+                Path::new(c.get_ref().as_str()),
+                Path::new(k.get_ref().as_str()),
+            )),
+            (Some(c), None) => {
+                return Err(self.at(c, "mqtt.cert_file", "mutual TLS needs key_file as well"))
+            }
+            (None, Some(k)) => {
+                return Err(self.at(k, "mqtt.key_file", "mutual TLS needs cert_file as well"))
+            }
+            (None, None) => None,
+        };
+        let ca = m.ca_file.as_ref().map(|c| Path::new(c.get_ref().as_str()));
+        client_config(ca, client).map(Some).map_err(|e| {
+            let (key, at) = match e.which {
+                Which::Ca => (
+                    "mqtt.ca_file",
+                    m.ca_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+                Which::Cert => (
+                    "mqtt.cert_file",
+                    m.cert_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+                Which::Key => (
+                    "mqtt.key_file",
+                    m.key_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+            };
+            self.error(at, key, &e.message)
         })
     }
 
@@ -671,16 +727,15 @@ impl Cx<'_> {
     }
 }
 
-/// Splits `mqtt://host:port` into host and port (1883 by default).
-fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-        r
-    } else if url.starts_with("mqtts://") {
-        return Err("mqtts:// (TLS) is not supported yet; use mqtt://".into());
+/// Splits `mqtt://host:port` or `mqtts://host:port` into host, port (1883, or 8883 with TLS)
+/// and whether TLS is on.
+fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true)
     } else {
-        return Err(format!(
-            "`{url}` is not an MQTT URL; write it like mqtt://broker.example:1883"
-        ));
+        return Err(format!("`{url}` is not an MQTT URL; write it like mqtt://broker.example:1883 or mqtts://broker.example:8883"));
     };
     let rest = rest.trim_end_matches('/');
     if rest.contains(['/', '@', '?']) {
@@ -702,6 +757,7 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
         return Err(format!("`{url}` names no host"));
     }
     let port = match port {
+        None if tls => 8883,
         None => 1883,
         Some(p) => p
             .parse::<u16>()
@@ -709,7 +765,7 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
             .filter(|p| *p > 0)
             .ok_or_else(|| format!("`{url}`: `{p}` is not a port"))?,
     };
-    Ok((host, port))
+    Ok((host, port, tls))
 }
 
 #[cfg(test)]
@@ -718,19 +774,21 @@ mod tests {
 
     #[test]
     fn urls() {
+        let ok = |h: &str, p: u16, tls: bool| Ok((h.to_string(), p, tls));
         assert_eq!(
             parse_mqtt_url("mqtt://127.0.0.1:1883"),
-            Ok(("127.0.0.1".into(), 1883))
+            ok("127.0.0.1", 1883, false)
         );
-        assert_eq!(parse_mqtt_url("mqtt://broker"), Ok(("broker".into(), 1883)));
+        assert_eq!(parse_mqtt_url("mqtt://broker"), ok("broker", 1883, false));
         assert_eq!(
             parse_mqtt_url("mqtt://[::1]:18830"),
-            Ok(("::1".into(), 18830))
+            ok("::1", 18830, false)
         );
+        assert_eq!(parse_mqtt_url("mqtts://broker"), ok("broker", 8883, true));
+        assert_eq!(parse_mqtt_url("mqtts://b:443/"), ok("b", 443, true));
         assert!(parse_mqtt_url("http://x").is_err());
         assert!(parse_mqtt_url("mqtt://:1883").is_err());
         assert!(parse_mqtt_url("mqtt://h:0").is_err());
         assert!(parse_mqtt_url("mqtt://h:99999").is_err());
-        assert!(parse_mqtt_url("mqtts://h").unwrap_err().contains("TLS"));
     }
 }

@@ -48,6 +48,12 @@ pub struct RawMqtt {
     /// A PUBACK that takes longer than this forces a reconnect (and a resend).
     pub ack_timeout: Option<Spanned<String>>,
     pub availability_topic: Option<Spanned<String>>,
+    /// mqtts://: PEM CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// mqtts://: PEM client certificate (chain) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<Spanned<String>>,
+    /// mqtts://: PEM private key of `cert_file`.
+    pub key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,7 @@
 //! the order of registrations is the order rumqttc sees.
 
 pub mod flight;
+pub mod tls;
 
 use crate::config::{MqttConfig, Qos};
 use crate::metrics::Metrics;
@@ -82,6 +83,11 @@ fn options(cfg: &MqttConfig) -> MqttOptions {
         QoS::AtLeastOnce,
         true,
     ));
+    if let Some(tls) = &cfg.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     if let Some(user) = &cfg.username {
         o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
     }
@@ -151,6 +157,7 @@ async fn poll_until_cancelled(
 ) {
     let mut backoff = cfg.backoff_min;
     let mut was_online = false;
+    let mut last_error: Option<String> = None;
     loop {
         metrics.poller_beat.store(crate::service::now_ms(), Relaxed);
         let event = tokio::select! {
@@ -178,6 +185,7 @@ async fn poll_until_cancelled(
                 }
                 backoff = cfg.backoff_min;
                 was_online = true;
+                last_error = None;
                 metrics.online.store(true, Relaxed);
                 Metrics::add(&metrics.connects, 1);
                 info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
@@ -216,12 +224,22 @@ async fn poll_until_cancelled(
             Err(e) => {
                 forget(eventloop, &mut handle.flight());
                 metrics.online.store(false, Relaxed);
+                let text = e.to_string();
+                // The same failure again (times and counts in its text aside) is logged once.
+                let same: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
                 if was_online {
-                    warn!(error = %e, "Connection to the broker lost; queueing on disk.");
+                    warn!(error = %text, "Connection to the broker lost; queueing on disk.");
                     was_online = false;
+                } else if last_error.as_deref() == Some(same.as_str()) {
+                    debug!(error = %text, retry_in = ?backoff, "Cannot reach the broker.");
+                } else if is_tls_failure(&e) || is_refusal(&e) {
+                    // A certificate that does not verify, or credentials the broker refuses,
+                    // will not fix themselves: an operator must act.
+                    error!(error = %text, "Broker refused the connection (TLS or credentials); retrying with backoff.");
                 } else {
-                    debug!(error = %e, retry_in = ?backoff, "Cannot reach the broker.");
+                    warn!(error = %text, "Cannot reach the broker; queueing on disk and retrying.");
                 }
+                last_error = Some(same);
                 let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -241,6 +259,35 @@ async fn poll_until_cancelled(
             was_online = false;
         }
     }
+}
+
+fn is_refusal(e: &rumqttc::ConnectionError) -> bool {
+    matches!(e, rumqttc::ConnectionError::ConnectionRefused(_))
+}
+
+/// Whether a connection failed in TLS: rumqttc reports a handshake failure either as its
+/// `Tls` error or, when the peer's alert arrives with the first MQTT read, as an I/O error
+/// wrapping rustls's error.
+fn is_tls_failure(e: &rumqttc::ConnectionError) -> bool {
+    if matches!(e, rumqttc::ConnectionError::Tls(_)) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A clean goodbye: `offline` (retained) on the availability topic, then DISCONNECT. The

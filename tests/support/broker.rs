@@ -16,12 +16,17 @@ pub struct Broker {
 impl Broker {
     /// Starts mosquitto on `port` with its files in `dir`.
     pub fn start_on(dir: &Path, port: u16) -> Broker {
+        Broker::start_with(dir, port, "")
+    }
+
+    /// Starts mosquitto on `port`, with `extra` appended to its config (more listeners).
+    pub fn start_with(dir: &Path, port: u16, extra: &str) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
              persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n\
-             log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+             log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n{extra}",
             dir.display(),
             dir.display()
         );
