@@ -37,6 +37,7 @@ fn messages(n: usize) -> Vec<NewMessage> {
             input: 0,
             stamp,
             at: std::time::Instant::now(),
+            device: None,
             fields: vec![
                 (
                     Arc::from("temperature"),

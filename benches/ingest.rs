@@ -38,6 +38,7 @@ fn readings(n: usize) -> Vec<Reading> {
             input: 0,
             stamp,
             at,
+            device: None,
             fields: vec![
                 (
                     Arc::from("temperature"),

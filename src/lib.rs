@@ -4,6 +4,7 @@
 //!
 //! The components, in pipeline order:
 //! - [`config`]: the TOML config, validated in two stages; every error names file, line, key.
+//! - [`ble`]: BLE advertisement decoders and (feature `ble`) the BLE input on its own thread.
 //! - [`input`]: serial ports ([`format`] parses their lines) and synthetic generators; each
 //!   sends [`reading::Reading`]s into one channel.
 //! - [`mapping`]: reading → messages (topic from a [`topic::Template`], payload). Pure.
@@ -14,6 +15,7 @@
 //! - [`gateway`]: wires the parts together and runs them until shutdown.
 #![forbid(unsafe_code)]
 
+pub mod ble;
 pub mod config;
 pub mod describe;
 pub mod format;

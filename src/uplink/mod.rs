@@ -283,7 +283,6 @@ async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoo
     }
 }
 
-
 /// Deletes confirmed rows and hands new rows to rumqttc while the window has room.
 ///
 /// Rows are read ahead into `ahead` (up to two windows), so SQLite is read in bulk rather
