@@ -53,6 +53,18 @@ pub fn describe(c: &Config) -> String {
                 };
                 format!("serial {} at {} baud, {fmt}", sc.device.display(), sc.baud)
             }
+            InputKind::Ble(b) => format!(
+                "ble on {}, {} listed devices{}, {} GATT, min interval {:?}",
+                b.adapter.as_deref().unwrap_or("the first adapter"),
+                b.devices.len(),
+                if b.allow_unknown {
+                    " and any other"
+                } else {
+                    ""
+                },
+                b.gatt.len(),
+                b.min_interval
+            ),
             InputKind::Synthetic(sc) => format!(
                 "synthetic {}/s, fields [{}]",
                 sc.rate,

@@ -71,6 +71,13 @@ pub async fn run(
             InputKind::Synthetic(s) => {
                 inputs.spawn(synthetic::run(id, s.clone(), out, cancel));
             }
+            #[cfg(feature = "ble")]
+            InputKind::Ble(b) => {
+                let m = metrics.clone();
+                inputs.spawn(crate::ble::input::run(id, b.clone(), out, m, cancel));
+            }
+            #[cfg(not(feature = "ble"))]
+            InputKind::Ble(_) => unreachable!("Config::load refuses [[ble]] without the feature"),
         }
     }
     drop(readings_tx);

@@ -4,6 +4,7 @@
 //!
 //! The components, in pipeline order:
 //! - [`config`]: the TOML config, validated in two stages; every error names file, line, key.
+//! - [`ble`]: BLE advertisement decoders and (feature `ble`) the BLE input on its own thread.
 //! - [`input`]: serial ports ([`format`] parses their lines) and synthetic generators; each
 //!   sends [`reading::Reading`]s into one channel.
 //! - [`mapping`]: reading → messages (topic from a [`topic::Template`], payload). Pure.
@@ -16,6 +17,7 @@
 //!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
 
+pub mod ble;
 pub mod config;
 pub mod describe;
 pub mod format;

@@ -42,6 +42,18 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Decode sensor data with the gateway's decoders, without running it.
+    Decode {
+        #[command(subcommand)]
+        command: DecodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecodeCommand {
+    /// Decode BLE advertisement data; prints the fields as one JSON object, exit 1 when no
+    /// decoder accepts the bytes.
+    Ble(sensorgate::ble::cli::DecodeBle),
 }
 
 #[derive(Subcommand)]
@@ -83,6 +95,9 @@ fn main() -> ExitCode {
         Command::Run(c) => run(c),
         Command::Check(c) => check(c),
         Command::Queue { command } => queue_command(command),
+        Command::Decode {
+            command: DecodeCommand::Ble(args),
+        } => sensorgate::ble::cli::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -60,12 +60,20 @@ impl Mapper {
         };
         if route.topic.per_field() {
             for (name, value) in &reading.fields {
-                let topic = route.topic.render(&self.gateway, input, Some(name));
+                let topic = route.topic.render_device(
+                    &self.gateway,
+                    input,
+                    reading.device.as_deref(),
+                    Some(name),
+                );
                 out.push(message(*seq, topic, value.to_string().into_bytes()));
                 *seq += 1;
             }
         } else {
-            let topic = route.topic.render(&self.gateway, input, None);
+            let topic =
+                route
+                    .topic
+                    .render_device(&self.gateway, input, reading.device.as_deref(), None);
             out.push(message(*seq, topic, self.json_payload(reading, *seq)));
             *seq += 1;
         }
@@ -129,6 +137,7 @@ qos = 1
                 synced: true,
             },
             at: Instant::now(),
+            device: None,
             fields: vec![
                 (Arc::from("seq"), Value::Int(17)),
                 (Arc::from("temp"), Value::Float(21.5)),

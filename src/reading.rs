@@ -124,5 +124,7 @@ pub struct Reading {
     pub stamp: Stamp,
     /// Monotonic time of the reading, for ordering and rate limits inside this process.
     pub at: Instant,
+    /// The device within the input (BLE: alias or address), for `{device}` in topics.
+    pub device: Option<Arc<str>>,
     pub fields: Vec<(Arc<str>, Value)>,
 }

@@ -12,6 +12,7 @@ enum Part {
     Literal(String),
     Gateway,
     Input,
+    Device,
     Field,
 }
 
@@ -23,7 +24,8 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses a template; placeholders are `{gateway}`, `{input}` and `{field}`.
+    /// Parses a template; placeholders are `{gateway}`, `{input}`, `{device}` (BLE inputs:
+    /// the device's alias or address) and `{field}`.
     pub fn parse(text: &str) -> Result<Template, String> {
         if text.is_empty() {
             return Err("a topic template must not be empty".into());
@@ -52,10 +54,11 @@ impl Template {
             parts.push(match name {
                 "gateway" => Part::Gateway,
                 "input" => Part::Input,
+                "device" => Part::Device,
                 "field" => Part::Field,
                 other => {
                     return Err(format!(
-                        "`{text}` uses `{{{other}}}`; the placeholders are {{gateway}}, {{input}} and {{field}}"
+                        "`{text}` uses `{{{other}}}`; the placeholders are {{gateway}}, {{input}}, {{device}} and {{field}}"
                     ))
                 }
             });
@@ -78,18 +81,35 @@ impl Template {
         self.parts.contains(&Part::Field)
     }
 
+    /// Whether the template names `{device}` (only BLE inputs have devices).
+    pub fn uses_device(&self) -> bool {
+        self.parts.contains(&Part::Device)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.source
     }
 
     /// Renders the topic; every substituted value is sanitised.
     pub fn render(&self, gateway: &str, input: &str, field: Option<&str>) -> String {
+        self.render_device(gateway, input, None, field)
+    }
+
+    /// Renders the topic of a reading from `device` (`{device}` becomes `_` without one).
+    pub fn render_device(
+        &self,
+        gateway: &str,
+        input: &str,
+        device: Option<&str>,
+        field: Option<&str>,
+    ) -> String {
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
                 Part::Gateway => push_sanitised(&mut out, gateway),
                 Part::Input => push_sanitised(&mut out, input),
+                Part::Device => push_sanitised(&mut out, device.unwrap_or("")),
                 Part::Field => push_sanitised(&mut out, field.unwrap_or("")),
             }
         }
@@ -149,6 +169,13 @@ mod tests {
         let t = Template::parse("site/{gateway}/{input}").unwrap();
         assert!(!t.per_field());
         assert_eq!(t.render("gw1", "wx", None), "site/gw1/wx");
+        let t = Template::parse("site/{input}/{device}").unwrap();
+        assert!(t.uses_device());
+        assert_eq!(
+            t.render_device("gw1", "yard", Some("a4c1/388e+1122"), None),
+            "site/yard/a4c1_388e_1122"
+        );
+        assert_eq!(t.render("gw1", "yard", None), "site/yard/_");
     }
 
     #[test]

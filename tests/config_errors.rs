@@ -47,6 +47,17 @@ const BAD: &[(&str, &str, usize, &str, &str)] = &[
     ("unknown key in input", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"raw\"\ntopic = \"t\"\nparity = \"odd\"\n", 11, "serial.parity", "unknown field"),
     ("missing password file", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\npassword_file = \"/nonexistent/pw\"\n", 6, "mqtt.password_file", "cannot read"),
     ("not toml", "[gateway\nid = 1\n", 1, "gateway", "unclosed table"),
+    ("device in a serial topic", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"raw\"\ntopic = \"t/{device}\"\n", 10, "serial[0].topic", "{device} belongs to [[ble]]"),
+    ("ble lists nothing", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n", 7, "ble[0].allow_unknown", "would publish nothing"),
+    ("bad ble address", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.device]]\naddress = \"A4:C1:38:8E:11\"\n", 10, "ble[0].device[0].address", "Bluetooth address"),
+    ("short bindkey", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\nbindkey = \"231d39\"\n", 11, "ble[0].device[0].bindkey", "32 hex digits"),
+    ("duplicate ble address", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\n[[ble.device]]\naddress = \"a4:c1:38:8e:11:22\"\n", 12, "ble[0].device[1].address", "listed twice"),
+    ("bad min_interval", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\nmin_interval = \"often\"\nallow_unknown = true\n", 9, "ble[0].min_interval", "not a duration"),
+    ("unknown key in ble.device", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\ncolour = \"red\"\n", 11, "ble.device.colour", "unknown field"),
+    ("bad gatt mode", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\nmode = \"indicate\"\ndecode = { type = \"i16le\", field = \"t\" }\n", 13, "ble[0].gatt[0].mode", "notify"),
+    ("read without every", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\nmode = \"read\"\ndecode = { type = \"i16le\", field = \"t\" }\n", 13, "ble[0].gatt[0].every", "needs `every"),
+    ("bad gatt type", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\nmode = \"notify\"\ndecode = { type = \"i24le\", field = \"t\" }\n", 14, "ble[0].gatt[0].decode", "i16le"),
+    ("bad characteristic uuid", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6\"\nmode = \"notify\"\ndecode = { type = \"i16le\", field = \"t\" }\n", 12, "ble[0].gatt[0].characteristic", "must be a UUID"),
 ];
 
 #[test]
@@ -55,6 +66,38 @@ fn the_issue_config_is_valid() {
     assert_eq!(c.mqtt.client_id, "sensorgate-gw1");
     assert_eq!(c.mqtt.availability_topic, "sensorgate/gw1/status");
     assert_eq!(c.queue_path(), Path::new("/var/lib/sensorgate/queue.db"));
+}
+
+/// The `[[ble]]` example of issue 3, as README.md documents it.
+#[cfg(feature = "ble")]
+#[test]
+fn the_ble_example_is_valid() {
+    let text = format!(
+        "{GOOD}\n[[ble]]\nname = \"yard\"\nadapter = \"hci0\"\ntopic = \"site/{{gateway}}/{{input}}/{{device}}\"\n\
+         min_interval = \"60s\"\nallow_unknown = true\n\n[[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\n\
+         alias = \"greenhouse\"\nbindkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n\n[[ble.gatt]]\n\
+         address = \"C0:98:E5:49:00:01\"\nservice = \"0000181a-0000-1000-8000-00805f9b34fb\"\n\
+         characteristic = \"00002a6e-0000-1000-8000-00805f9b34fb\"\nmode = \"notify\"\n\
+         decode = {{ type = \"i16le\", scale = 0.01, field = \"temperature\" }}\n"
+    );
+    let c = Config::parse(Path::new("sensorgate.toml"), &text).unwrap();
+    let ble = match &c.inputs[1].kind {
+        sensorgate::config::InputKind::Ble(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ble.adapter.as_deref(), Some("hci0"));
+    assert_eq!(ble.devices[0].address, [0xa4, 0xc1, 0x38, 0x8e, 0x11, 0x22]);
+    assert_eq!(ble.devices[0].alias.as_deref(), Some("greenhouse"));
+    assert_eq!(ble.devices[0].bindkey.unwrap()[0], 0x23);
+    assert_eq!(ble.gatt[0].mode, sensorgate::config::GattMode::Notify);
+    assert_eq!(ble.gatt[0].characteristic >> 96, 0x2a6e);
+    assert_eq!(
+        c.inputs[1]
+            .route
+            .topic
+            .render_device("gw1", "yard", Some("greenhouse"), None),
+        "site/gw1/yard/greenhouse"
+    );
 }
 
 #[test]

@@ -3,6 +3,9 @@
 
 mod support;
 
+#[cfg(feature = "ble")]
+mod ble;
+mod ble_decode;
 mod cli;
 mod config_errors;
 mod durability;

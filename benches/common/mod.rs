@@ -88,6 +88,7 @@ pub fn reading(i: usize, stamp: sensorgate::reading::Stamp) -> sensorgate::readi
         input: 0,
         stamp,
         at: Instant::now(),
+        device: None,
         fields: vec![
             (
                 Arc::from("temperature"),

@@ -5,8 +5,11 @@
 //! **Invariant:** every config error surfaces in [`Config::load`] and names the file, the
 //! line and the key; nothing later can fail because of a config value.
 
+pub mod ble;
 pub mod raw;
 pub mod units;
+
+pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
 
 use crate::format::LineFormat;
 use crate::topic::Template;
@@ -144,6 +147,7 @@ pub struct InputConfig {
 pub enum InputKind {
     Serial(SerialConfig),
     Synthetic(SyntheticConfig),
+    Ble(BleConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +232,7 @@ impl Config {
             let key = |k: &str| format!("serial[{i}].{k}");
             let name = check_name(&s.name, &key("name"))?;
             let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
+            cx.no_device(&route, &s.topic, &key("topic"))?;
             let format = cx.line_format(&s, i)?;
             let max_line = match &s.max_line {
                 None => 4096,
@@ -269,6 +274,7 @@ impl Config {
             let key = |k: &str| format!("synthetic[{i}].{k}");
             let name = check_name(&s.name, &key("name"))?;
             let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
+            cx.no_device(&route, &s.topic, &key("topic"))?;
             let rate = *s.rate.get_ref();
             if !(rate > 0.0 && rate <= 1_000_000.0) {
                 return Err(cx.at(
@@ -299,6 +305,15 @@ impl Config {
                     fields,
                     count,
                 }),
+            });
+        }
+        for (i, b) in raw.ble.iter().enumerate() {
+            let name = check_name(&b.name, &format!("ble[{i}].name"))?;
+            let (route, ble) = ble::validate(cx, i, b)?;
+            inputs.push(InputConfig {
+                name,
+                route,
+                kind: InputKind::Ble(ble),
             });
         }
         Ok(Config {
@@ -634,6 +649,19 @@ impl Cx<'_> {
             qos,
             retain,
         })
+    }
+
+    /// `{device}` has a meaning in BLE topics only.
+    fn no_device(
+        &self,
+        route: &Route,
+        topic: &Spanned<String>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        if route.topic.uses_device() {
+            return Err(self.at(topic, key, "{device} belongs to [[ble]] inputs only"));
+        }
+        Ok(())
     }
 
     fn line_format(&self, s: &raw::RawSerial, i: usize) -> Result<LineFormat, ConfigError> {

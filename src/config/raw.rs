@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub synthetic: Vec<RawSynthetic>,
     #[serde(default)]
+    pub ble: Vec<super::ble::RawBle>,
+    #[serde(default)]
     pub log: RawLog,
 }
 

@@ -144,6 +144,7 @@ pub fn parse_frame(
             input: id.index,
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
+            device: None,
             fields,
         }),
         Err(e) => {

@@ -41,6 +41,7 @@ pub async fn run(
             input: id.index,
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
+            device: None,
             fields,
         };
         if out.send(reading).await.is_err() {

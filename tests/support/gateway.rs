@@ -14,6 +14,8 @@ pub struct Gateway {
     pub config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Extra environment for the process (e.g. DBUS_SYSTEM_BUS_ADDRESS).
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// The `[gateway]` and `[mqtt]` tables every test config starts with.
@@ -37,6 +39,7 @@ impl Gateway {
             config: path,
             log: dir.join("gateway.log"),
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -57,6 +60,7 @@ impl Gateway {
             .arg(&self.config)
             .env("RUST_LOG", "sensorgate=debug")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (*k, v)))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,5 +1,6 @@
 //! Test infrastructure: real processes and real sockets, cleaned up on drop.
 //!
+//! - `bluez` (feature `ble`): a private D-Bus system bus with a python-dbusmock BlueZ.
 //! - [`broker`]: a real `mosquitto` on a free port, stopped, killed and restarted at will.
 //! - [`subscriber`]: `mosquitto_sub` collecting every message it receives.
 //! - [`gateway`]: the `sensorgate` binary as a child process with a generated config.
@@ -9,6 +10,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "ble")]
+pub mod bluez;
 pub mod broker;
 pub mod fake_broker;
 pub mod gateway;

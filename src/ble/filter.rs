@@ -1,0 +1,227 @@
+//! Duplicate and rate filter for BLE readings. BLE devices repeat each advertisement many
+//! times; this decides which observations become readings. Pure: the caller passes the time.
+//!
+//! Per device and source (a decoder, or one GATT characteristic):
+//! - the same packet id (BTHome packet id, ATC/pvvx counter, MiBeacon frame counter, Ruuvi
+//!   measurement sequence) as the last accepted one is a repeat: dropped;
+//! - values equal to the last accepted ones (counters and RSSI aside) are published again
+//!   only once `min_interval` has passed since the last publication (a heartbeat; with
+//!   `min_interval` = 0 never);
+//! - changed values are published at once.
+//!
+//! **Invariant:** memory is bounded: at most [`MAX_DEVICES`] devices are remembered; beyond
+//! that the least recently published ones are forgotten (their next advertisement counts
+//! as new).
+
+use crate::ble::decode::Value;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// Devices remembered at most (a busy street can show thousands of unknown devices).
+pub const MAX_DEVICES: usize = 4096;
+
+/// Fields that change with every frame without a measurement changing.
+const COUNTERS: &[&str] = &[
+    "packet_id",
+    "measurement_sequence",
+    "adv_count",
+    "uptime",
+    "frame_counter",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New or changed: make a reading.
+    Publish,
+    /// The same packet as before.
+    Repeat,
+    /// Same values, within `min_interval`.
+    Unchanged,
+}
+
+#[derive(Debug)]
+struct Last {
+    source: Box<str>,
+    packet_id: Option<u32>,
+    values: u64,
+    published: Instant,
+}
+
+#[derive(Debug)]
+pub struct Filter {
+    min_interval: Duration,
+    devices: HashMap<[u8; 6], Vec<Last>>,
+}
+
+impl Filter {
+    pub fn new(min_interval: Duration) -> Filter {
+        Filter {
+            min_interval,
+            devices: HashMap::new(),
+        }
+    }
+
+    /// Decides about one observation of `device` from `source`, and remembers it when it
+    /// is published.
+    pub fn admit(
+        &mut self,
+        device: [u8; 6],
+        source: &str,
+        packet_id: Option<u32>,
+        fields: &[(String, Value)],
+        now: Instant,
+    ) -> Verdict {
+        let values = fingerprint(fields);
+        if !self.devices.contains_key(&device) && self.devices.len() >= MAX_DEVICES {
+            self.forget_oldest();
+        }
+        let lasts = self.devices.entry(device).or_default();
+        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source) else {
+            lasts.push(Last {
+                source: source.into(),
+                packet_id,
+                values,
+                published: now,
+            });
+            return Verdict::Publish;
+        };
+        if packet_id.is_some() && packet_id == last.packet_id {
+            return Verdict::Repeat;
+        }
+        let due = !self.min_interval.is_zero()
+            && now.saturating_duration_since(last.published) >= self.min_interval;
+        if values == last.values && !due {
+            last.packet_id = packet_id.or(last.packet_id);
+            return Verdict::Unchanged;
+        }
+        last.packet_id = packet_id;
+        last.values = values;
+        last.published = now;
+        Verdict::Publish
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Forgets the quarter of the devices published least recently.
+    fn forget_oldest(&mut self) {
+        let mut times: Vec<Instant> = self
+            .devices
+            .values()
+            .filter_map(|l| l.iter().map(|l| l.published).max())
+            .collect();
+        times.sort_unstable();
+        let cut = times[times.len() / 4];
+        self.devices
+            .retain(|_, l| l.iter().any(|l| l.published > cut));
+    }
+}
+
+/// A hash of the fields' names and values, counters left out.
+fn fingerprint(fields: &[(String, Value)]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (name, value) in fields {
+        if COUNTERS.contains(&name.as_str()) {
+            continue;
+        }
+        name.hash(&mut h);
+        match value {
+            Value::Int(i) => (0u8, *i).hash(&mut h),
+            Value::Float(f) => (1u8, f.to_bits()).hash(&mut h),
+            Value::Bool(b) => (2u8, *b).hash(&mut h),
+            Value::Text(t) => (3u8, t).hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 6] = [1, 2, 3, 4, 5, 6];
+
+    fn t(v: f64, seq: i64) -> Vec<(String, Value)> {
+        vec![
+            ("temperature".into(), Value::Float(v)),
+            ("measurement_sequence".into(), Value::Int(seq)),
+        ]
+    }
+
+    #[test]
+    fn repeats_and_unchanged_values_are_held_back_until_min_interval() {
+        let mut f = Filter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(7), &t(20.0, 1), s(0)),
+            Verdict::Publish
+        );
+        // The same packet, again and again, even after min_interval.
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(7), &t(20.0, 1), s(1)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(7), &t(20.0, 1), s(99)),
+            Verdict::Repeat
+        );
+        // A new packet with the same values (a counter aside): held back...
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(8), &t(20.0, 2), s(10)),
+            Verdict::Unchanged
+        );
+        // ...until min_interval has passed since the last publication.
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(9), &t(20.0, 3), s(60)),
+            Verdict::Publish
+        );
+        // A changed value goes at once.
+        assert_eq!(
+            f.admit(A, "bthome_v2", Some(10), &t(20.1, 4), s(61)),
+            Verdict::Publish
+        );
+        // Another source of the same device is separate.
+        assert_eq!(
+            f.admit(A, "gatt", None, &t(20.1, 4), s(61)),
+            Verdict::Publish
+        );
+        // No packet id: identical data is unchanged.
+        assert_eq!(
+            f.admit(A, "gatt", None, &t(20.1, 4), s(62)),
+            Verdict::Unchanged
+        );
+    }
+
+    #[test]
+    fn zero_min_interval_publishes_changes_only() {
+        let mut f = Filter::new(Duration::ZERO);
+        let t0 = Instant::now();
+        assert_eq!(f.admit(A, "x", None, &t(1.0, 0), t0), Verdict::Publish);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(f.admit(A, "x", None, &t(1.0, 0), later), Verdict::Unchanged);
+        assert_eq!(f.admit(A, "x", None, &t(2.0, 0), later), Verdict::Publish);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut f = Filter::new(Duration::ZERO);
+        let t0 = Instant::now();
+        for i in 0..(MAX_DEVICES as u32 * 3) {
+            let b = i.to_be_bytes();
+            let at = t0 + Duration::from_millis(u64::from(i));
+            assert_eq!(
+                f.admit([0, 0, b[0], b[1], b[2], b[3]], "x", None, &t(1.0, 0), at),
+                Verdict::Publish
+            );
+            assert!(f.len() <= MAX_DEVICES);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The BLE input: btleplug (BlueZ over D-Bus) on its own thread, with its own current-thread
+//! tokio runtime, scanning for advertisements and running the configured GATT connections.
+//!
+//! Lifecycle: [`run`] (a task on the gateway's runtime) starts the thread and forwards its
+//! readings to the pipeline. The thread runs `supervise`: it builds a runtime and runs
+//! scan sessions in it under `catch_unwind`; a panic anywhere in the BLE stack ends only that
+//! runtime, which is rebuilt after a backoff. A scan session ends when BlueZ is unreachable,
+//! the adapter is missing or vanishes, `org.bluez` changes owner (bluetoothd restarted) or
+//! the event stream ends; the next one starts after a backoff (doubling from `retry_min` to
+//! `retry_max`), reported once per cause. While listed devices exist and nothing at all was
+//! heard for `scan_stall`, the scan is stopped and started again.
+//!
+//! **Architecture Invariant:** nothing here is fatal to the gateway, and the BLE stack never
+//! runs on the gateway's runtime (bluez-async can panic in a detached task during connect on
+//! a multi-thread runtime). Shutdown: `run` stops forwarding when cancelled, passes on what
+//! the thread already produced, and then drops its channel, so a stuck BLE stack cannot
+//! hold the pipeline open.
+
+use crate::ble::advert::{Payload, Processor};
+use crate::ble::gatt::{self, GattValue};
+use crate::ble::values::parse_address;
+use crate::config::BleConfig;
+use crate::input::serial::InputId;
+use crate::metrics::Metrics;
+use crate::reading::Reading;
+use btleplug::api::{Central, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+use btleplug::platform::{Adapter, Manager, PeripheralId};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// How often a scan session checks that its adapter and bluetoothd are still the same.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Devices whose address and RSSI are cached, at most.
+const MAX_CACHED: usize = 4096;
+
+/// Runs the BLE input until `cancel` fires or the pipeline is gone.
+pub async fn run(
+    id: InputId,
+    config: BleConfig,
+    out: mpsc::Sender<Reading>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::channel::<Reading>(256);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let stop = cancel.child_token();
+    let name = id.name.clone();
+    let thread_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("ble-{name}"))
+        .spawn(move || {
+            supervise(id, config, tx, metrics, thread_stop);
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        error!(input = %name, error = %e, "Cannot start the BLE thread; this input is off.");
+        return;
+    }
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => if out.send(r).await.is_err() { break },
+                None => break,
+            },
+            _ = cancel.cancelled() => break,
+        }
+    }
+    stop.cancel();
+    while let Ok(r) = rx.try_recv() {
+        if out.send(r).await.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    if tokio::time::timeout(Duration::from_secs(2), done_rx)
+        .await
+        .is_err()
+    {
+        warn!(input = %name, "The BLE thread did not stop within 2 s; leaving it.");
+    }
+}
+
+/// The thread's body: scan sessions in a fresh runtime, rebuilt after a panic.
+fn supervise(
+    id: InputId,
+    config: BleConfig,
+    tx: mpsc::Sender<Reading>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut processor = Processor::new(id.clone(), &config, metrics);
+    let mut backoff = config.retry_min;
+    loop {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(sessions(&mut processor, &config, &tx, &stop));
+            Ok::<_, std::io::Error>(())
+        }));
+        match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                error!(input = %id.name, error = %e, "Cannot build the BLE runtime; retrying.")
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                warn!(input = %id.name, panic = %what, "The BLE stack panicked; restarting it.");
+            }
+        }
+        let deadline = Instant::now() + backoff;
+        while Instant::now() < deadline {
+            if stop.is_cancelled() || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(config.retry_max);
+    }
+}
+
+/// Why a scan session ended.
+enum Ended {
+    /// Cancelled, or the pipeline is gone.
+    Stop,
+    /// BLE is unavailable or was lost; `scanned` says whether the session got to scan.
+    Lost { why: String, scanned: bool },
+}
+
+fn lost(scanned: bool, why: impl std::fmt::Display) -> Ended {
+    Ended::Lost {
+        why: why.to_string(),
+        scanned,
+    }
+}
+
+/// Scan sessions one after another, with backoff between them, until stopped.
+async fn sessions(
+    processor: &mut Processor,
+    config: &BleConfig,
+    tx: &mpsc::Sender<Reading>,
+    stop: &CancellationToken,
+) {
+    let name = processor.input().name.clone();
+    let mut backoff = config.retry_min;
+    let mut reported: Option<String> = None;
+    loop {
+        match session(processor, config, tx, stop).await {
+            Ended::Stop => return,
+            Ended::Lost { why, scanned: true } => {
+                warn!(input = %name, reason = %why, "BLE scan lost; rescanning.");
+                backoff = config.retry_min;
+                reported = None;
+            }
+            Ended::Lost { why, .. } if reported.as_deref() != Some(why.as_str()) => {
+                warn!(input = %name, reason = %why, "BLE unavailable; retrying with backoff.");
+                reported = Some(why);
+            }
+            Ended::Lost { why, .. } => {
+                debug!(input = %name, reason = %why, "BLE still unavailable.")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.mul_f64(0.75 + fastrand::f64() * 0.5)) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(config.retry_max);
+    }
+}
+
+/// A device seen by this session.
+#[derive(Clone, Copy)]
+struct Seen {
+    address: [u8; 6],
+    rssi: Option<i16>,
+}
+
+/// One scan session: connect to BlueZ, pick the adapter, scan, decode, until lost or stopped.
+async fn session(
+    processor: &mut Processor,
+    config: &BleConfig,
+    tx: &mpsc::Sender<Reading>,
+    stop: &CancellationToken,
+) -> Ended {
+    let name = processor.input().name.clone();
+    let manager = match Manager::new().await {
+        Ok(m) => m,
+        Err(e) => {
+            return lost(
+                false,
+                format!("cannot reach BlueZ on the system D-Bus: {e}"),
+            )
+        }
+    };
+    let bus = match dbus::blocking::Connection::new_system() {
+        Ok(c) => c,
+        Err(e) => return lost(false, format!("cannot open the system D-Bus: {e}")),
+    };
+    let Some(owner) = bluez_owner(&bus) else {
+        return lost(
+            false,
+            "org.bluez is not on the system D-Bus (is bluetoothd running?)",
+        );
+    };
+    let (adapter, adapter_name) = match pick_adapter(&manager, config.adapter.as_deref()).await {
+        Ok(a) => a,
+        Err(why) => return lost(false, why),
+    };
+    let mut events = match adapter.events().await {
+        Ok(e) => e,
+        Err(e) => return lost(false, format!("cannot watch adapter {adapter_name}: {e}")),
+    };
+    if let Err(e) = adapter.start_scan(ScanFilter::default()).await {
+        return lost(false, format!("cannot scan on {adapter_name}: {e}"));
+    }
+    info!(input = %name, adapter = %adapter_name, "BLE scan started.");
+
+    let (gatt_tx, mut gatt_rx) = mpsc::channel::<GattValue>(64);
+    let mut gatts = tokio::task::JoinSet::new();
+    for spec in &config.gatt {
+        gatts.spawn(gatt::run(
+            name.clone(),
+            adapter.clone(),
+            spec.clone(),
+            gatt_tx.clone(),
+            (config.retry_min, config.retry_max),
+        ));
+    }
+    drop(gatt_tx);
+
+    let expect_adverts = !config.devices.is_empty();
+    let mut seen: HashMap<PeripheralId, Seen> = HashMap::new();
+    let mut last_advert = Instant::now();
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.tick().await;
+    let ended = loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break Ended::Stop,
+            ev = events.next() => match ev {
+                Some(ev) => ev,
+                None => break lost(true, format!("the event stream of {adapter_name} ended")),
+            },
+            Some(v) = gatt_rx.recv() => {
+                let now = Instant::now();
+                if let Some(r) = processor.gatt(v.address, &v.source, &v.field, v.value, v.rssi, now) {
+                    if tx.send(r).await.is_err() {
+                        break Ended::Stop;
+                    }
+                }
+                continue;
+            }
+            _ = check.tick() => {
+                if bluez_owner(&bus).as_deref() != Some(owner.as_str()) {
+                    break lost(true, "bluetoothd restarted (org.bluez changed owner)");
+                }
+                match manager.adapters().await {
+                    Ok(list) if !list.is_empty() && has_adapter(&list, &adapter_name).await => {}
+                    Ok(_) => break lost(true, format!("adapter {adapter_name} vanished")),
+                    Err(e) => break lost(true, format!("cannot list adapters: {e}")),
+                }
+                if expect_adverts && last_advert.elapsed() >= config.scan_stall {
+                    warn!(input = %name, adapter = %adapter_name, silent_s = last_advert.elapsed().as_secs(), "No advertisement while devices are listed; restarting the scan.");
+                    let _ = adapter.stop_scan().await;
+                    if let Err(e) = adapter.start_scan(ScanFilter::default()).await {
+                        break lost(true, format!("cannot restart the scan: {e}"));
+                    }
+                    last_advert = Instant::now();
+                }
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let id = match &event {
+            CentralEvent::ServiceDataAdvertisement { id, .. }
+            | CentralEvent::ManufacturerDataAdvertisement { id, .. } => {
+                last_advert = now;
+                id
+            }
+            CentralEvent::RssiUpdate { id, rssi } => {
+                if let Some(s) = seen.get_mut(id) {
+                    s.rssi = Some(*rssi);
+                }
+                continue;
+            }
+            CentralEvent::DeviceDiscovered(id) => id,
+            _ => continue,
+        };
+        let device = match seen.get(id) {
+            Some(s) => *s,
+            None => {
+                let Some(s) = look_up(&adapter, id).await else {
+                    continue;
+                };
+                if seen.len() >= MAX_CACHED {
+                    seen.clear();
+                }
+                seen.insert(id.clone(), s);
+                s
+            }
+        };
+        let mut readings = Vec::new();
+        match &event {
+            CentralEvent::ServiceDataAdvertisement { service_data, .. } => {
+                for (uuid, data) in service_data {
+                    let p = Payload::Service {
+                        uuid: uuid.as_u128(),
+                        data,
+                    };
+                    readings.extend(processor.advert(device.address, p, device.rssi, now));
+                }
+            }
+            CentralEvent::ManufacturerDataAdvertisement {
+                manufacturer_data, ..
+            } => {
+                for (company, data) in manufacturer_data {
+                    let p = Payload::Manufacturer {
+                        company: *company,
+                        data,
+                    };
+                    readings.extend(processor.advert(device.address, p, device.rssi, now));
+                }
+            }
+            _ => {}
+        }
+        let mut gone = false;
+        for r in readings {
+            if tx.send(r).await.is_err() {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            break Ended::Stop;
+        }
+    };
+    gatts.abort_all();
+    if matches!(ended, Ended::Stop) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), adapter.stop_scan()).await;
+    }
+    ended
+}
+
+/// The unique bus name that owns `org.bluez`, if any.
+fn bluez_owner(bus: &dbus::blocking::Connection) -> Option<String> {
+    let proxy = bus.with_proxy(
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        Duration::from_millis(500),
+    );
+    let (owner,): (String,) = proxy
+        .method_call("org.freedesktop.DBus", "GetNameOwner", ("org.bluez",))
+        .ok()?;
+    Some(owner)
+}
+
+/// The configured adapter (`hci0`), or the first one.
+async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter, String), String> {
+    let adapters = manager
+        .adapters()
+        .await
+        .map_err(|e| format!("cannot list adapters: {e}"))?;
+    for a in adapters {
+        let Ok(info) = a.adapter_info().await else {
+            continue;
+        };
+        // "hci0 (usb:v1D6Bp0246d0540)"
+        let name = info.split(' ').next().unwrap_or_default().to_string();
+        if want.is_none_or(|w| w == name) {
+            return Ok((a, name));
+        }
+    }
+    Err(match want {
+        Some(w) => format!("no adapter {w}"),
+        None => "no Bluetooth adapter".into(),
+    })
+}
+
+async fn has_adapter(list: &[Adapter], name: &str) -> bool {
+    for a in list {
+        if let Ok(info) = a.adapter_info().await {
+            if info.split(' ').next() == Some(name) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A device's address (from its BlueZ object path, else by asking) and current RSSI.
+async fn look_up(adapter: &Adapter, id: &PeripheralId) -> Option<Seen> {
+    use std::fmt::Write;
+    let mut path = String::new();
+    let _ = write!(path, "{id}");
+    let from_path = path
+        .rsplit_once("dev_")
+        .and_then(|(_, a)| parse_address(&a.replace('_', ":")));
+    let p = adapter.peripheral(id).await.ok()?;
+    let address = from_path.unwrap_or_else(|| p.address().into());
+    let rssi = p.properties().await.ok().flatten().and_then(|p| p.rssi);
+    Some(Seen { address, rssi })
+}

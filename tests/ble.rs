@@ -1,0 +1,265 @@
+//! The BLE input end to end without hardware: btleplug talks to a python-dbusmock BlueZ on a
+//! private system bus, and readings travel the real pipeline and queue to a real Mosquitto.
+//! Every wait is a condition with a deadline.
+
+use crate::support::bluez::Bluez;
+use crate::support::broker::Broker;
+use crate::support::gateway::{base_config, Gateway};
+use crate::support::subscriber::Subscriber;
+use crate::support::wait_until;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Hex to bytes (test vectors).
+fn h(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+struct Rig {
+    _broker: Broker,
+    sub: Subscriber,
+    bluez: Bluez,
+    gw: Gateway,
+}
+
+/// Broker, subscriber on `ble/#`, bus and mock (no adapter), and a gateway with `ble`
+/// appended to its `[[ble]]` table; the gateway is not started.
+fn rig(dir: &Path, ble: &str) -> Rig {
+    let broker = Broker::start_in(&dir.join("broker"));
+    let sub = Subscriber::start(broker.port, "ble/#", "ble-sub");
+    let bluez = Bluez::start(&dir.join("bluez"));
+    let config = base_config(dir, "gw1", &broker.url(), "")
+        + "[queue]\ncommit_every = 10\ncommit_linger = \"20ms\"\n\n\
+           [[ble]]\nname = \"yard\"\ntopic = \"ble/{gateway}/{input}/{device}\"\n\
+           retry_min = \"100ms\"\nretry_max = \"400ms\"\n"
+        + ble;
+    let mut gw = Gateway::new(dir, &config);
+    gw.env.push(bluez.env());
+    Rig {
+        _broker: broker,
+        sub,
+        bluez,
+        gw,
+    }
+}
+
+/// The JSON payloads received on `topic`.
+fn on(sub: &Subscriber, topic: &str) -> Vec<Value> {
+    sub.messages()
+        .into_iter()
+        .filter(|(t, _)| t == topic)
+        .map(|(_, p)| serde_json::from_str(&p).unwrap())
+        .collect()
+}
+
+fn wait_for(sub: &Subscriber, topic: &str, n: usize) -> Vec<Value> {
+    wait_until(&format!("{n} messages on {topic}"), LONG, || {
+        on(sub, topic).len() >= n
+    });
+    on(sub, topic)
+}
+
+#[test]
+fn bthome_ruuvi_and_atc_adverts_reach_the_broker_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig(
+        dir.path(),
+        "min_interval = \"60s\"\nallow_unknown = true\n\n\
+         [[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\nalias = \"greenhouse\"\n",
+    );
+    r.bluez.add_adapter("hci0");
+    r.gw.start();
+    r.gw.wait_log("BLE scan started.", LONG);
+
+    // BTHome v2: packet id 9, 25.06 °C, 50.55 %.
+    let bthome = h("40000902ca0903bf13");
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:8E:11:22", 0xfcd2, &bthome, -60);
+    // The same packet again: a repeat, not a reading.
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:8E:11:22", 0xfcd2, &bthome, -61);
+    // Ruuvi RAWv2 (the format's documented valid-data vector), an unlisted device.
+    let ruuvi = h("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F");
+    r.bluez
+        .advertise_manufacturer("hci0", "F4:A5:74:89:16:57", 0x0499, &ruuvi, -70);
+    // ATC1441 (ble_monitor's vector): 16.2 °C, 47 %, 95 %, 3.064 V.
+    let atc = h("a4c1380283f400a22f5f0bf819");
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:02:83:F4", 0x181a, &atc, -80);
+    // A new BTHome packet with a new value: a reading at once despite min_interval.
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:8E:11:22", 0xfcd2, &h("40000a02cb09"), -60);
+
+    let green = wait_for(&r.sub, "ble/gw1/yard/greenhouse", 2);
+    assert_eq!(
+        green.len(),
+        2,
+        "the repeated packet made a reading: {green:?}"
+    );
+    assert_eq!(green[0]["temperature"], 25.06);
+    assert_eq!(green[0]["humidity"], 50.55);
+    assert_eq!(green[0]["decoder"], "bthome_v2");
+    assert_eq!(green[0]["packet_id"], 9);
+    assert!(green[0]["rssi"].is_i64(), "{:?}", green[0]);
+    assert_eq!(green[1]["temperature"], 25.07);
+    assert_eq!(green[1]["_gw"], "gw1");
+
+    let ruuvi = wait_for(&r.sub, "ble/gw1/yard/f4a574891657", 1);
+    assert_eq!(ruuvi[0]["decoder"], "ruuvi_v5");
+    assert_eq!(ruuvi[0]["temperature"], 24.3);
+    assert_eq!(ruuvi[0]["pressure"], 1000.44);
+    assert_eq!(ruuvi[0]["rssi"], -70);
+
+    let atc = wait_for(&r.sub, "ble/gw1/yard/a4c1380283f4", 1);
+    assert_eq!(atc[0]["decoder"], "atc1441");
+    assert_eq!(atc[0]["temperature"], 16.2);
+    assert_eq!(atc[0]["battery"], 95);
+    assert_eq!(atc[0]["rssi"], -80);
+
+    // A truncated BTHome frame is counted and logged, and changes nothing else.
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:8E:11:22", 0xfcd2, &h("4002ca"), -60);
+    r.gw.wait_log("Skipped a malformed advertisement.", LONG);
+    assert!(r.gw.log().contains("input=yard"));
+    assert!(r.gw.is_running());
+}
+
+#[test]
+fn gatt_notify_and_read_reach_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig(
+        dir.path(),
+        "min_interval = \"0s\"\n\n\
+         [[ble.device]]\naddress = \"C0:98:E5:49:00:01\"\nalias = \"notifier\"\n\
+         [[ble.device]]\naddress = \"C0:98:E5:49:00:02\"\nalias = \"reader\"\n\n\
+         [[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"0000181a-0000-1000-8000-00805f9b34fb\"\n\
+         characteristic = \"00002a6e-0000-1000-8000-00805f9b34fb\"\nmode = \"notify\"\n\
+         decode = { type = \"i16le\", scale = 0.01, field = \"temperature\" }\n\n\
+         [[ble.gatt]]\naddress = \"C0:98:E5:49:00:02\"\nservice = \"181a\"\ncharacteristic = \"2a6f\"\n\
+         mode = \"read\"\nevery = \"200ms\"\ndecode = { type = \"u16le\", scale = 0.01, field = \"humidity\" }\n",
+    );
+    let svc = "0000181a-0000-1000-8000-00805f9b34fb";
+    r.bluez.add_adapter("hci0");
+    r.bluez.add_gatt_device(
+        "hci0",
+        "C0:98:E5:49:00:01",
+        svc,
+        "00002a6e-0000-1000-8000-00805f9b34fb",
+        &[0, 0],
+    );
+    r.bluez.add_gatt_device(
+        "hci0",
+        "C0:98:E5:49:00:02",
+        svc,
+        "00002a6f-0000-1000-8000-00805f9b34fb",
+        &5000u16.to_le_bytes(),
+    );
+    r.gw.start();
+
+    // read: the value now, then a changed one; unchanged reads in between are not readings.
+    let reads = wait_for(&r.sub, "ble/gw1/yard/reader", 1);
+    assert_eq!(reads[0]["humidity"], 50.0);
+    assert_eq!(reads[0]["decoder"], "gatt");
+    assert!(reads[0]["rssi"].is_i64(), "{:?}", reads[0]);
+    r.bluez
+        .set_gatt_value("hci0", "C0:98:E5:49:00:02", &5100u16.to_le_bytes());
+    let reads = wait_for(&r.sub, "ble/gw1/yard/reader", 2);
+    assert_eq!(reads[1]["humidity"], 51.0);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+
+    // notify: once subscribed, each new value is a reading.
+    wait_until("the notifier is subscribed", LONG, || {
+        r.gw.log().contains("characteristic=00002a6e")
+    });
+    let mut sent = 2150i16;
+    wait_until("a notification arrives", LONG, || {
+        // The subscription may land just after the log line: notify until one arrives.
+        sent += 1;
+        r.bluez
+            .set_gatt_value("hci0", "C0:98:E5:49:00:01", &sent.to_le_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        !on(&r.sub, "ble/gw1/yard/notifier").is_empty()
+    });
+    let before = on(&r.sub, "ble/gw1/yard/notifier").len();
+    r.bluez
+        .set_gatt_value("hci0", "C0:98:E5:49:00:01", &(-150i16).to_le_bytes());
+    let notes = wait_for(&r.sub, "ble/gw1/yard/notifier", before + 1);
+    assert_eq!(notes.last().unwrap()["temperature"], -1.5);
+    assert_eq!(notes.last().unwrap()["decoder"], "gatt");
+}
+
+#[test]
+fn a_late_adapter_a_vanished_adapter_and_a_restarted_bluetoothd_are_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig(
+        dir.path(),
+        "adapter = \"hci0\"\nmin_interval = \"0s\"\n\n\
+         [[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\nalias = \"greenhouse\"\n",
+    );
+    let topic = "ble/gw1/yard/greenhouse";
+    let addr = "A4:C1:38:8E:11:22";
+    // No adapter at start: reported, retried.
+    r.gw.start();
+    r.gw.wait_log("BLE unavailable; retrying with backoff.", LONG);
+    assert!(r.gw.log().contains("no adapter hci0"), "{}", r.gw.log());
+    r.bluez.add_adapter("hci0");
+    r.gw.wait_log("BLE scan started.", LONG);
+    r.bluez
+        .advertise_service("hci0", addr, 0xfcd2, &h("4000010150"), -50);
+    wait_for(&r.sub, topic, 1);
+
+    // The adapter vanishes and comes back.
+    r.bluez.remove_adapter("hci0");
+    r.gw.wait_log("adapter hci0 vanished", LONG);
+    r.bluez.add_adapter("hci0");
+    wait_until("a second scan starts", LONG, || {
+        r.gw.log().matches("BLE scan started.").count() >= 2
+    });
+    r.bluez
+        .advertise_service("hci0", addr, 0xfcd2, &h("4000020151"), -50);
+    wait_for(&r.sub, topic, 2);
+
+    // bluetoothd dies and restarts: org.bluez changes owner.
+    r.bluez.kill_mock();
+    r.gw.wait_log("BLE scan lost; rescanning.", LONG);
+    r.bluez.start_mock();
+    r.bluez.add_adapter("hci0");
+    wait_until("a third scan starts", LONG, || {
+        r.gw.log().matches("BLE scan started.").count() >= 3
+    });
+    r.bluez
+        .advertise_service("hci0", addr, 0xfcd2, &h("4000030152"), -50);
+    let got = wait_for(&r.sub, topic, 3);
+    let ids: Vec<&Value> = got.iter().map(|v| &v["packet_id"]).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(r.gw.is_running());
+}
+
+#[test]
+fn a_silent_scan_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig(
+        dir.path(),
+        "scan_stall = \"600ms\"\n\n[[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\n",
+    );
+    r.bluez.add_adapter("hci0");
+    r.gw.start();
+    r.gw.wait_log("BLE scan started.", LONG);
+    // Nothing advertises: the scan is stopped and started again, more than once.
+    wait_until("the scan was restarted twice", LONG, || {
+        r.bluez.adapter_calls("hci0", "StartDiscovery") >= 3
+    });
+    assert!(r.bluez.adapter_calls("hci0", "StopDiscovery") >= 2);
+    assert!(r.gw.log().contains("restarting the scan"));
+    // And it still hears advertisements afterwards.
+    r.bluez
+        .advertise_service("hci0", "A4:C1:38:8E:11:22", 0xfcd2, &h("4000070157"), -50);
+    let got = wait_for(&r.sub, "ble/gw1/yard/a4c1388e1122", 1);
+    assert_eq!(got[0]["packet_id"], 7);
+}
