@@ -95,19 +95,32 @@ fn supervise(
     stop: CancellationToken,
 ) {
     let mut processor = Processor::new(id.clone(), &config, metrics);
-    let mut backoff = config.retry_min;
+    let retry = (config.retry_min, config.retry_max);
+    let gone = || stop.is_cancelled() || tx.is_closed();
+    restart_on_panic(&id.name, retry, gone, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(sessions(&mut processor, &config, &tx, &stop));
+        Ok(())
+    });
+}
+
+/// Runs `body` until it returns `Ok`; a panic or an error in it is logged and `body` runs
+/// again after a backoff between `retry.0` and `retry.1`, unless `gone()` says to stop.
+/// **Invariant:** nothing that panics inside `body` leaves this function.
+fn restart_on_panic(
+    name: &str,
+    retry: (Duration, Duration),
+    gone: impl Fn() -> bool,
+    mut body: impl FnMut() -> std::io::Result<()>,
+) {
+    let mut backoff = retry.0;
     loop {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(sessions(&mut processor, &config, &tx, &stop));
-            Ok::<_, std::io::Error>(())
-        }));
-        match result {
+        match std::panic::catch_unwind(AssertUnwindSafe(&mut body)) {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
-                error!(input = %id.name, error = %e, "Cannot build the BLE runtime; retrying.")
+                error!(input = %name, error = %e, "Cannot build the BLE runtime; retrying.")
             }
             Err(panic) => {
                 let what = panic
@@ -115,17 +128,77 @@ fn supervise(
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                warn!(input = %id.name, panic = %what, "The BLE stack panicked; restarting it.");
+                warn!(input = %name, panic = %what, "The BLE stack panicked; restarting it.");
             }
         }
         let deadline = Instant::now() + backoff;
         while Instant::now() < deadline {
-            if stop.is_cancelled() || tx.is_closed() {
+            if gone() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        backoff = (backoff * 2).min(config.retry_max);
+        backoff = (backoff * 2).min(retry.1);
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_panicking_ble_stack_is_restarted_and_contained() {
+        let calls = Cell::new(0);
+        let retry = (Duration::from_millis(1), Duration::from_millis(4));
+        restart_on_panic(
+            "yard",
+            retry,
+            || false,
+            || {
+                calls.set(calls.get() + 1);
+                match calls.get() {
+                    1 => panic!("messagestream.rs:40: No match with that id found"),
+                    2 => Err(std::io::Error::other("no runtime")),
+                    3 => {
+                        // A panic in the main future of the BLE runtime, as in a session.
+                        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+                        rt.block_on(async { panic!("inside the runtime") })
+                    }
+                    _ => Ok(()),
+                }
+            },
+        );
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn a_panic_in_a_detached_task_does_not_reach_the_session() {
+        // bluez-async's panic happens in a task it spawned: the runtime catches it and the
+        // session goes on (the stall timeout notices if the scan went silent).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let survived = rt.block_on(async {
+            let task = tokio::spawn(async { panic!("detached") });
+            task.await.is_err()
+        });
+        assert!(survived);
+    }
+
+    #[test]
+    fn stop_ends_the_retries() {
+        let calls = Cell::new(0);
+        restart_on_panic(
+            "yard",
+            (Duration::from_millis(1), Duration::from_millis(1)),
+            || true,
+            || {
+                calls.set(calls.get() + 1);
+                panic!("always");
+            },
+        );
+        assert_eq!(calls.get(), 1);
     }
 }
 
