@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// How often a scan session checks that its adapter and bluetoothd are still the same.
-const CHECK_EVERY: Duration = Duration::from_secs(2);
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Devices whose address and RSSI are cached, at most.
 const MAX_CACHED: usize = 4096;
 
@@ -336,10 +336,11 @@ async fn session(
                 if bluez_owner(&bus).as_deref() != Some(owner.as_str()) {
                     break lost(true, "bluetoothd restarted (org.bluez changed owner)");
                 }
-                match manager.adapters().await {
-                    Ok(list) if !list.is_empty() && has_adapter(&list, &adapter_name).await => {}
-                    Ok(_) => break lost(true, format!("adapter {adapter_name} vanished")),
-                    Err(e) => break lost(true, format!("cannot list adapters: {e}")),
+                // One small call on our adapter, not a listing of every BlueZ object (which
+                // grows with the devices in range and cost more CPU than the adverts).
+                match adapter.adapter_info().await {
+                    Ok(info) if info.split(' ').next() == Some(adapter_name.as_str()) => {}
+                    Ok(_) | Err(_) => break lost(true, format!("adapter {adapter_name} vanished")),
                 }
                 if expect_adverts && last_advert.elapsed() >= config.scan_stall {
                     warn!(input = %name, adapter = %adapter_name, silent_s = last_advert.elapsed().as_secs(), "No advertisement while devices are listed; restarting the scan.");
@@ -456,17 +457,6 @@ async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter,
         Some(w) => format!("no adapter {w}"),
         None => "no Bluetooth adapter".into(),
     })
-}
-
-async fn has_adapter(list: &[Adapter], name: &str) -> bool {
-    for a in list {
-        if let Ok(info) = a.adapter_info().await {
-            if info.split(' ').next() == Some(name) {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 /// A device's address (from its BlueZ object path, else by asking) and current RSSI.
