@@ -19,11 +19,14 @@
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
 //! `.await`); async callers use `spawn_blocking`.
 
+mod files;
 mod sql;
+
+pub use files::{open_or_reset, read_oldest, read_stats};
 
 use crate::config::{Qos, WhenFull};
 use crate::mapping::NewMessage;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -504,82 +507,4 @@ fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, 
         expired,
         last_seq: conn.query_row(sql::LAST_ID, [], |r| r.get(0))?,
     })
-}
-
-/// Reads the statistics of a queue file without taking part in writing it (the CLI, while
-/// the gateway runs).
-pub fn read_stats(path: &Path, now_ms: i64) -> Result<Stats, QueueError> {
-    let err = |source| QueueError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    };
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-    stats(&conn, now_ms, 0).map_err(err)
-}
-
-/// Reads up to `limit` of the oldest pending messages without writing.
-pub fn read_oldest(path: &Path, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
-    let q = Queue {
-        conn: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
-            |source| QueueError::Sqlite {
-                path: path.display().to_string(),
-                source,
-            },
-        )?,
-        path: path.to_path_buf(),
-        opts: QueueOptions {
-            max_size: u64::MAX,
-            when_full: WhenFull::DropOldest,
-            synchronous_full: true,
-        },
-        next_id: 0,
-        bytes: 0,
-        unsaved_dropped: 0,
-    };
-    q.conn
-        .busy_timeout(Duration::from_secs(10))
-        .map_err(|e| q.err(e))?;
-    q.fetch_after(after, limit)
-}
-
-/// Opens the queue; if the file is corrupt or not a database, moves it (and its WAL and
-/// shared-memory files) aside as `queue.db.corrupt-<unix seconds>` and starts a fresh one.
-/// Returns the queue and, when a reset happened, the path the old file was moved to.
-pub fn open_or_reset(
-    path: &Path,
-    opts: QueueOptions,
-) -> Result<(Queue, Option<PathBuf>), QueueError> {
-    match Queue::open(path, opts.clone()) {
-        Ok(q) => Ok((q, None)),
-        Err(QueueError::Sqlite { source, .. })
-            if matches!(
-                source.sqlite_error_code(),
-                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-            ) =>
-        {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
-            let io = |source| QueueError::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            std::fs::rename(path, &aside).map_err(io)?;
-            for suffix in ["-wal", "-shm"] {
-                let side = PathBuf::from(format!("{}{suffix}", path.display()));
-                if side.exists() {
-                    let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
-                }
-            }
-            let mut q = Queue::open(path, opts)?;
-            // Sequence numbers continue above anything the old file can have handed out:
-            // microseconds of wall time are far above any count a gateway reaches.
-            q.raise_next_id((stamp as i64).saturating_mul(1_000_000))?;
-            Ok((q, Some(aside)))
-        }
-        Err(e) => Err(e),
-    }
 }

@@ -1,0 +1,89 @@
+//! Locating config errors: the file being validated (`Cx`), and how a byte span or a toml
+//! error becomes `file:line:column: key: message`.
+
+use super::{units, ConfigError};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+/// The file being validated, for locating errors.
+pub(crate) struct Cx<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+}
+
+impl Cx<'_> {
+    pub(super) fn error(&self, span: Range<usize>, key: &str, message: &str) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError {
+            file: self.path.display().to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(super) fn at<T>(&self, spanned: &Spanned<T>, key: &str, message: &str) -> ConfigError {
+        self.error(spanned.span(), key, message)
+    }
+
+    /// Turns a toml/serde error into a located one, recovering the key from the source.
+    pub(super) fn serde_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let key = self.key_at(span.start);
+        let message = e.message().trim().replace('\n', " ");
+        self.error(span, &key, &message)
+    }
+
+    /// The dotted key at byte `offset`: the enclosing `[table]` plus the key on that line.
+    pub(super) fn key_at(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = self.text[line_start..line_end].trim();
+        let mut table = String::new();
+        for l in self.text[..line_start].lines().rev() {
+            let l = l.trim();
+            if l.starts_with('[') {
+                table = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+                break;
+            }
+        }
+        if line.starts_with('[') {
+            return line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        }
+        let key = line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        match (table.is_empty(), key.is_empty()) {
+            (true, true) => "(top level)".into(),
+            (true, false) => key.to_string(),
+            (false, true) => table,
+            (false, false) => format!("{table}.{key}"),
+        }
+    }
+
+    pub(super) fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => units::parse_duration(s.get_ref()).map_err(|m| self.at(s, key, &m)),
+        }
+    }
+}

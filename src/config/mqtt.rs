@@ -1,0 +1,226 @@
+//! Validation of the `[mqtt]` table: the broker URL, timings, credentials, the availability
+//! topic, and TLS (read and checked here, so a bad file is an error at its line).
+
+use super::locate::Cx;
+use super::{raw, ConfigError, MqttConfig};
+use crate::topic::Template;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Cx<'_> {
+    pub(super) fn mqtt(&self, m: raw::RawMqtt, gateway: &str) -> Result<MqttConfig, ConfigError> {
+        let url = m.url.get_ref();
+        let (host, port, tls) =
+            parse_mqtt_url(url).map_err(|msg| self.at(&m.url, "mqtt.url", &msg))?;
+        let tls = self.tls(&m, tls)?;
+        let keep_alive =
+            self.duration(&m.keep_alive, "mqtt.keep_alive", Duration::from_secs(60))?;
+        if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
+            let v = m.keep_alive.as_ref().expect("the default is in range");
+            return Err(self.at(
+                v,
+                "mqtt.keep_alive",
+                "must be between 1s and 65535s (MQTT's limit)",
+            ));
+        }
+        let password = match &m.password_file {
+            None => None,
+            Some(p) => Some(
+                std::fs::read_to_string(p.get_ref())
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|e| {
+                        self.at(
+                            p,
+                            "mqtt.password_file",
+                            &format!("cannot read `{}`: {e}", p.get_ref()),
+                        )
+                    })?,
+            ),
+        };
+        let backoff_min = self.duration(
+            &m.backoff_min,
+            "mqtt.backoff_min",
+            Duration::from_millis(500),
+        )?;
+        let backoff_max =
+            self.duration(&m.backoff_max, "mqtt.backoff_max", Duration::from_secs(60))?;
+        if backoff_min > backoff_max || backoff_min.is_zero() {
+            let v = m
+                .backoff_min
+                .as_ref()
+                .or(m.backoff_max.as_ref())
+                .expect("defaults are ordered");
+            return Err(self.at(
+                v,
+                "mqtt.backoff_min",
+                "must be more than 0 and at most mqtt.backoff_max",
+            ));
+        }
+        let inflight = match &m.inflight {
+            None => 64,
+            Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref() as u16,
+            Some(v) => return Err(self.at(v, "mqtt.inflight", "must be between 1 and 1000")),
+        };
+        let client_id = match &m.client_id {
+            None => format!("sensorgate-{gateway}"),
+            Some(c) if !c.get_ref().is_empty() && c.get_ref().len() <= 256 => c.get_ref().clone(),
+            Some(c) => return Err(self.at(c, "mqtt.client_id", "must be 1 to 256 characters")),
+        };
+        let availability_topic = match &m.availability_topic {
+            None => format!("sensorgate/{gateway}/status"),
+            Some(t) => {
+                let tpl = Template::parse(t.get_ref())
+                    .map_err(|e| self.at(t, "mqtt.availability_topic", &e))?;
+                if tpl.per_field() {
+                    return Err(self.at(
+                        t,
+                        "mqtt.availability_topic",
+                        "{field} has no meaning here",
+                    ));
+                }
+                tpl.render(gateway, "", None)
+            }
+        };
+        Ok(MqttConfig {
+            host,
+            port,
+            client_id,
+            keep_alive,
+            username: m.username,
+            password,
+            connect_timeout: self.duration(
+                &m.connect_timeout,
+                "mqtt.connect_timeout",
+                Duration::from_secs(10),
+            )?,
+            backoff_min,
+            backoff_max,
+            inflight,
+            ack_timeout: self.duration(
+                &m.ack_timeout,
+                "mqtt.ack_timeout",
+                Duration::from_secs(60),
+            )?,
+            availability_topic,
+            tls,
+        })
+    }
+
+    /// Reads and checks the TLS files (only with `mqtts://`).
+    pub(super) fn tls(
+        &self,
+        m: &raw::RawMqtt,
+        enabled: bool,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        use crate::uplink::tls::{client_config, Which};
+        let files = [
+            ("mqtt.ca_file", &m.ca_file),
+            ("mqtt.cert_file", &m.cert_file),
+            ("mqtt.key_file", &m.key_file),
+        ];
+        if !enabled {
+            if let Some((key, Some(v))) = files.iter().find(|(_, v)| v.is_some()) {
+                return Err(self.at(v, key, "TLS files need an mqtts:// url"));
+            }
+            return Ok(None);
+        }
+        let client = match (&m.cert_file, &m.key_file) {
+            (Some(c), Some(k)) => Some((
+                Path::new(c.get_ref().as_str()),
+                Path::new(k.get_ref().as_str()),
+            )),
+            (Some(c), None) => {
+                return Err(self.at(c, "mqtt.cert_file", "mutual TLS needs key_file as well"))
+            }
+            (None, Some(k)) => {
+                return Err(self.at(k, "mqtt.key_file", "mutual TLS needs cert_file as well"))
+            }
+            (None, None) => None,
+        };
+        let ca = m.ca_file.as_ref().map(|c| Path::new(c.get_ref().as_str()));
+        client_config(ca, client).map(Some).map_err(|e| {
+            let (key, at) = match e.which {
+                Which::Ca => (
+                    "mqtt.ca_file",
+                    m.ca_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+                Which::Cert => (
+                    "mqtt.cert_file",
+                    m.cert_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+                Which::Key => (
+                    "mqtt.key_file",
+                    m.key_file.as_ref().map_or(m.url.span(), |v| v.span()),
+                ),
+            };
+            self.error(at, key, &e.message)
+        })
+    }
+}
+
+/// Splits `mqtt://host:port` or `mqtts://host:port` into host, port (1883, or 8883 with TLS)
+/// and whether TLS is on.
+pub(super) fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true)
+    } else {
+        return Err(format!("`{url}` is not an MQTT URL; write it like mqtt://broker.example:1883 or mqtts://broker.example:8883"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains(['/', '@', '?']) {
+        return Err(format!("`{url}`: only mqtt://host[:port] is understood"));
+    }
+    let (host, port) = if let Some(h) = rest.strip_prefix('[') {
+        // [::1]:1883
+        let (h, p) = h
+            .split_once(']')
+            .ok_or_else(|| format!("`{url}`: unclosed [ in the host"))?;
+        (h.to_string(), p.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` names no host"));
+    }
+    let port = match port {
+        None if tls => 8883,
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{url}`: `{p}` is not a port"))?,
+    };
+    Ok((host, port, tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let ok = |h: &str, p: u16, tls: bool| Ok((h.to_string(), p, tls));
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1883"),
+            ok("127.0.0.1", 1883, false)
+        );
+        assert_eq!(parse_mqtt_url("mqtt://broker"), ok("broker", 1883, false));
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:18830"),
+            ok("::1", 18830, false)
+        );
+        assert_eq!(parse_mqtt_url("mqtts://broker"), ok("broker", 8883, true));
+        assert_eq!(parse_mqtt_url("mqtts://b:443/"), ok("b", 443, true));
+        assert!(parse_mqtt_url("http://x").is_err());
+        assert!(parse_mqtt_url("mqtt://:1883").is_err());
+        assert!(parse_mqtt_url("mqtt://h:0").is_err());
+        assert!(parse_mqtt_url("mqtt://h:99999").is_err());
+    }
+}

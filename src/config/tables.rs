@@ -1,0 +1,207 @@
+//! Validation of `[queue]`, of topic routes, and of serial line formats.
+
+use super::locate::Cx;
+use super::{raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
+use crate::format::LineFormat;
+use crate::topic::Template;
+use std::ops::Range;
+use std::sync::Arc;
+use toml::Spanned;
+
+impl Cx<'_> {
+    pub(super) fn queue(&self, q: raw::RawQueue) -> Result<QueueConfig, ConfigError> {
+        let d = QueueConfig::default();
+        let max_size = match &q.max_size {
+            None => d.max_size,
+            Some(s) => {
+                let n =
+                    units::parse_size(s.get_ref()).map_err(|m| self.at(s, "queue.max_size", &m))?;
+                if n < 64 * 1024 {
+                    return Err(self.at(s, "queue.max_size", "must be at least 64KiB"));
+                }
+                n
+            }
+        };
+        let max_age = match &q.max_age {
+            None => None,
+            Some(s) => Some(
+                units::parse_duration(s.get_ref()).map_err(|m| self.at(s, "queue.max_age", &m))?,
+            ),
+        };
+        let when_full = match q.when_full.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "drop_oldest")) => WhenFull::DropOldest,
+            Some((_, "drop_newest")) => WhenFull::DropNewest,
+            Some((s, other)) => {
+                return Err(self.at(
+                    s,
+                    "queue.when_full",
+                    &format!("`{other}` is not a policy; use \"drop_oldest\" or \"drop_newest\""),
+                ))
+            }
+        };
+        let commit_every = match &q.commit_every {
+            None => d.commit_every,
+            Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(self.at(
+                    n,
+                    "queue.commit_every",
+                    "must be between 1 and 100000 messages",
+                ))
+            }
+        };
+        let synchronous_full = match q.synchronous.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "full")) => true,
+            Some((_, "normal")) => false,
+            Some((s, other)) => {
+                return Err(self.at(
+                    s,
+                    "queue.synchronous",
+                    &format!("`{other}`: use \"full\" (survives power cuts) or \"normal\""),
+                ))
+            }
+        };
+        Ok(QueueConfig {
+            max_size,
+            max_age,
+            when_full,
+            commit_every,
+            commit_linger: self.duration(
+                &q.commit_linger,
+                "queue.commit_linger",
+                d.commit_linger,
+            )?,
+            synchronous_full,
+        })
+    }
+
+    pub(super) fn route(
+        &self,
+        topic: &Spanned<String>,
+        qos: &Option<Spanned<i64>>,
+        retain: bool,
+        topic_key: &str,
+        qos_key: &str,
+    ) -> Result<Route, ConfigError> {
+        let template =
+            Template::parse(topic.get_ref()).map_err(|m| self.at(topic, topic_key, &m))?;
+        let qos = match qos.as_ref().map(|q| (q, *q.get_ref())) {
+            None | Some((_, 1)) => Qos::AtLeastOnce,
+            Some((_, 0)) => Qos::AtMostOnce,
+            Some((q, 2)) => return Err(self.at(q, qos_key, "QoS 2 is not supported; QoS 1 with the gateway's sequence numbers gives at-least-once delivery a consumer can deduplicate")),
+            Some((q, _)) => return Err(self.at(q, qos_key, "must be 0 or 1")),
+        };
+        Ok(Route {
+            topic: template,
+            qos,
+            retain,
+        })
+    }
+
+    /// `{device}` has a meaning in BLE topics only.
+    pub(super) fn no_device(
+        &self,
+        route: &Route,
+        topic: &Spanned<String>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        if route.topic.uses_device() {
+            return Err(self.at(topic, key, "{device} belongs to [[ble]] inputs only"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn line_format(
+        &self,
+        s: &raw::RawSerial,
+        i: usize,
+    ) -> Result<LineFormat, ConfigError> {
+        let key = |k: &str| format!("serial[{i}].{k}");
+        let only =
+            |what: &str, present: bool, at: Range<usize>, k: &str| -> Result<(), ConfigError> {
+                if present {
+                    Err(self.error(
+                        at,
+                        &key(k),
+                        &format!("`{k}` belongs to format \"{what}\" only"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+        let format = match s.format.get_ref().as_str() {
+            "json" => LineFormat::Json,
+            "kv" => LineFormat::Kv,
+            "raw" => LineFormat::Raw,
+            "csv" => {
+                let columns = s.columns.as_ref().ok_or_else(|| {
+                    self.at(
+                        &s.format,
+                        &key("columns"),
+                        "format \"csv\" needs `columns = [\"name\", ...]`",
+                    )
+                })?;
+                if columns.get_ref().is_empty() || columns.get_ref().iter().any(|c| c.is_empty()) {
+                    return Err(self.at(columns, &key("columns"), "name every column"));
+                }
+                let delimiter = match &s.delimiter {
+                    None => ',',
+                    Some(d) => {
+                        let mut chars = d.get_ref().chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(c), None) => c,
+                            _ => {
+                                return Err(self.at(d, &key("delimiter"), "must be one character"))
+                            }
+                        }
+                    }
+                };
+                LineFormat::Csv {
+                    columns: columns
+                        .get_ref()
+                        .iter()
+                        .map(|c| Arc::from(c.as_str()))
+                        .collect(),
+                    delimiter,
+                }
+            }
+            "regex" => {
+                let pattern = s.pattern.as_ref().ok_or_else(|| {
+                    self.at(&s.format, &key("pattern"), "format \"regex\" needs `pattern` with named captures such as (?P<temp>[0-9.]+)")
+                })?;
+                let re = regex::Regex::new(pattern.get_ref()).map_err(|e| {
+                    self.at(pattern, &key("pattern"), &e.to_string().replace('\n', " "))
+                })?;
+                if re.capture_names().flatten().next().is_none() {
+                    return Err(self.at(
+                        pattern,
+                        &key("pattern"),
+                        "has no named capture; name each field like (?P<temp>...)",
+                    ));
+                }
+                LineFormat::Regex(re)
+            }
+            other => {
+                return Err(self.at(
+                    &s.format,
+                    &key("format"),
+                    &format!("`{other}` is not a format; use json, kv, csv, regex or raw"),
+                ))
+            }
+        };
+        if !matches!(format, LineFormat::Csv { .. }) {
+            if let Some(c) = &s.columns {
+                only("csv", true, c.span(), "columns")?;
+            }
+            if let Some(d) = &s.delimiter {
+                only("csv", true, d.span(), "delimiter")?;
+            }
+        }
+        if !matches!(format, LineFormat::Regex(_)) {
+            if let Some(p) = &s.pattern {
+                only("regex", true, p.span(), "pattern")?;
+            }
+        }
+        Ok(format)
+    }
+}
