@@ -9,7 +9,7 @@
 
 use crate::ble::decode::{self, Advert, DecodeError, Keys};
 use crate::ble::filter::{Filter, Verdict};
-use crate::ble::values::{address_label, to_value, uuid16};
+use crate::ble::values::{address_label, uuid16};
 use crate::config::BleConfig;
 use crate::input::serial::InputId;
 use crate::metrics::Metrics;
@@ -141,13 +141,7 @@ impl Processor {
             self.bad_frame(&address, "GATT value shorter than its decode type");
             return None;
         };
-        let as_decoder = match &value {
-            Value::Int(i) => decode::Value::Int(*i),
-            Value::Float(f) => decode::Value::Float(*f),
-            Value::Bool(b) => decode::Value::Bool(*b),
-            Value::Text(t) => decode::Value::Text(t.clone()),
-        };
-        let fields = vec![(field.to_string(), as_decoder)];
+        let fields = vec![(field.to_string(), value)];
         self.reading(address, source, "gatt", None, fields, rssi, now)
     }
 
@@ -168,7 +162,7 @@ impl Processor {
         }
         let mut out: Vec<(Arc<str>, Value)> = Vec::with_capacity(fields.len() + 2);
         for (name, v) in fields {
-            out.push((self.name(name), to_value(v)));
+            out.push((self.name(name), v));
         }
         if let Some(r) = rssi {
             out.push((self.name("rssi".into()), Value::Int(i64::from(r))));

@@ -5,7 +5,7 @@
 //! then `decoder`), or an error that says why each element was refused.
 
 use crate::ble::decode::{self, Advert, Keys};
-use crate::ble::values::{parse_address, parse_hex, parse_uuid, to_value, uuid16};
+use crate::ble::values::{parse_address, parse_hex, parse_uuid, uuid16};
 use serde_json::{Map, Value as Json};
 
 /// The arguments of `sensorgate decode ble`.
@@ -136,7 +136,7 @@ pub fn decode_elements(
             Ok(d) => {
                 for (name, v) in d.fields {
                     let mut s = String::new();
-                    to_value(v).write_json(&mut s);
+                    v.write_json(&mut s);
                     out.insert(name, serde_json::from_str(&s).unwrap_or(Json::Null));
                 }
                 decoders.push(d.decoder);

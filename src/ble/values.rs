@@ -4,7 +4,6 @@
 //!
 //! **Invariant:** nothing here panics on any input; parsers return `None` instead.
 
-use crate::ble::decode;
 use crate::reading::Value;
 use std::sync::Arc;
 
@@ -63,16 +62,6 @@ pub fn uuid_from_u16(u: u16) -> u128 {
 pub fn uuid16(u: u128) -> Option<u16> {
     let mask = !(0xffff_u128 << 96);
     (u & mask == BASE_UUID).then_some((u >> 96) as u16)
-}
-
-/// A decoder value as a reading value.
-pub fn to_value(v: decode::Value) -> Value {
-    match v {
-        decode::Value::Int(i) => Value::Int(i),
-        decode::Value::Float(f) => Value::Float(f),
-        decode::Value::Bool(b) => Value::Bool(b),
-        decode::Value::Text(t) => Value::Text(t),
-    }
 }
 
 /// The fixed-width number a GATT characteristic holds.

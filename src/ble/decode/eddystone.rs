@@ -97,21 +97,10 @@ fn tlm(d: &[u8]) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
-    use super::super::{decode, Advert, DecodeError, Decoded, Keys};
+    use super::super::{DecodeError, Decoded};
 
     fn run(hexdata: &str) -> Result<Decoded, DecodeError> {
-        let data = h(hexdata);
-        let keys = Keys {
-            bindkey: None,
-            mac: [0; 6],
-        };
-        decode(
-            &Advert::ServiceData {
-                uuid: 0xFEAA,
-                data: &data,
-            },
-            &keys,
-        )
+        service(0xFEAA, hexdata)
     }
 
     /// custom-components/ble_monitor `custom_components/ble_monitor/test/

@@ -48,21 +48,10 @@ pub(crate) fn decode(d: &[u8], _keys: &Keys) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
-    use super::super::{decode, Advert, DecodeError, Decoded, Keys};
+    use super::super::{DecodeError, Decoded};
 
     fn run(hexdata: &str) -> Result<Decoded, DecodeError> {
-        let data = h(hexdata);
-        let keys = Keys {
-            bindkey: None,
-            mac: [0; 6],
-        };
-        decode(
-            &Advert::ManufacturerData {
-                company: 0x004C,
-                data: &data,
-            },
-            &keys,
-        )
+        manufacturer(0x004C, hexdata)
     }
 
     /// custom-components/ble_monitor `custom_components/ble_monitor/test/

@@ -34,14 +34,8 @@ mod robustness_tests;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-/// A decoded value: numbers stay numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Text(String),
-}
+/// A decoded value: numbers stay numbers (the gateway's own reading value).
+pub use crate::reading::Value;
 
 /// The result of a successful decode.
 #[derive(Debug, Clone, PartialEq)]

@@ -126,22 +126,11 @@ fn decode_v3(d: &[u8]) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
-    use super::super::{decode, Advert, DecodeError, Decoded, Keys};
+    use super::super::{DecodeError, Decoded};
     use super::G;
 
     fn run(hexdata: &str) -> Result<Decoded, DecodeError> {
-        let data = h(hexdata);
-        let keys = Keys {
-            bindkey: None,
-            mac: [0; 6],
-        };
-        decode(
-            &Advert::ManufacturerData {
-                company: 0x0499,
-                data: &data,
-            },
-            &keys,
-        )
+        manufacturer(0x0499, hexdata)
     }
 
     fn mg(v: f64) -> f64 {

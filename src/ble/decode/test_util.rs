@@ -3,7 +3,7 @@
 //! Invariant: helpers panic loudly on bad *test* input (e.g. odd hex) so a typo
 //! in a vector can never silently pass.
 
-use super::{Decoded, Value};
+use super::{decode, Advert, DecodeError, Decoded, Keys, Value};
 
 /// Parse a hex string (whitespace allowed) into bytes.
 pub(crate) fn h(s: &str) -> Vec<u8> {
@@ -54,4 +54,31 @@ pub(crate) fn assert_b(d: &Decoded, name: &str, want: bool) {
 
 pub(crate) fn assert_t(d: &Decoded, name: &str, want: &str) {
     assert_eq!(get(d, name), &Value::Text(want.to_owned()), "{name}");
+}
+
+/// Decodes service data `hexdata` under the 16-bit `uuid`, with no key and a zero MAC.
+pub(crate) fn service(uuid: u16, hexdata: &str) -> Result<Decoded, DecodeError> {
+    let data = h(hexdata);
+    decode(
+        &Advert::ServiceData { uuid, data: &data },
+        &Keys {
+            bindkey: None,
+            mac: [0; 6],
+        },
+    )
+}
+
+/// Decodes manufacturer data `hexdata` of `company`, with no key and a zero MAC.
+pub(crate) fn manufacturer(company: u16, hexdata: &str) -> Result<Decoded, DecodeError> {
+    let data = h(hexdata);
+    decode(
+        &Advert::ManufacturerData {
+            company,
+            data: &data,
+        },
+        &Keys {
+            bindkey: None,
+            mac: [0; 6],
+        },
+    )
 }
