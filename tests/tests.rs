@@ -9,6 +9,7 @@ mod ble_decode;
 mod cli;
 mod config_errors;
 mod durability;
+mod journal;
 mod notify;
 mod puback;
 mod queue_model;
