@@ -23,8 +23,9 @@ use crate::config::BleConfig;
 use crate::input::serial::InputId;
 use crate::metrics::Metrics;
 use crate::reading::Reading;
-use btleplug::api::{Central, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
-use btleplug::platform::{Adapter, Manager, PeripheralId};
+use bluez_async::{BluetoothEvent, DeviceEvent, DeviceId};
+use btleplug::api::{Central, Manager as _, ScanFilter};
+use btleplug::platform::{Adapter, Manager};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -289,7 +290,30 @@ async fn session(
         Ok(a) => a,
         Err(why) => return lost(false, why),
     };
-    let mut events = match adapter.events().await {
+    // Advertisements come from bluez-async's event stream for this adapter: btleplug's own
+    // stream makes a D-Bus round trip to bluetoothd (GetAll on the device) for every single
+    // advertisement, which cost more CPU than everything else the gateway does.
+    let (bz, bz_conn) = match bluez_async::BluetoothSession::new().await {
+        Ok((resource, session)) => (session, tokio::spawn(resource)),
+        Err(e) => {
+            return lost(
+                false,
+                format!("cannot reach BlueZ on the system D-Bus: {e}"),
+            )
+        }
+    };
+    let _conn_guard = AbortOnDrop(bz_conn);
+    let bz_adapter = match bz.get_adapters().await {
+        Ok(list) => list
+            .into_iter()
+            .map(|a| a.id)
+            .find(|id| id.to_string() == adapter_name),
+        Err(e) => return lost(false, format!("cannot list adapters: {e}")),
+    };
+    let Some(bz_adapter) = bz_adapter else {
+        return lost(false, format!("adapter {adapter_name} vanished"));
+    };
+    let mut events = match bz.adapter_event_stream(&bz_adapter).await {
         Ok(e) => e,
         Err(e) => return lost(false, format!("cannot watch adapter {adapter_name}: {e}")),
     };
@@ -312,7 +336,7 @@ async fn session(
     drop(gatt_tx);
 
     let expect_adverts = !config.devices.is_empty();
-    let mut seen: HashMap<PeripheralId, Seen> = HashMap::new();
+    let mut seen: HashMap<DeviceId, Seen> = HashMap::new();
     let mut last_advert = Instant::now();
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.tick().await;
@@ -354,25 +378,26 @@ async fn session(
             }
         };
         let now = Instant::now();
-        let id = match &event {
-            CentralEvent::ServiceDataAdvertisement { id, .. }
-            | CentralEvent::ManufacturerDataAdvertisement { id, .. } => {
+        let BluetoothEvent::Device { id, event } = event else {
+            continue;
+        };
+        match &event {
+            DeviceEvent::ServiceData { .. } | DeviceEvent::ManufacturerData { .. } => {
                 last_advert = now;
-                id
             }
-            CentralEvent::RssiUpdate { id, rssi } => {
-                if let Some(s) = seen.get_mut(id) {
+            DeviceEvent::Rssi { rssi } => {
+                if let Some(s) = seen.get_mut(&id) {
                     s.rssi = Some(*rssi);
                 }
                 continue;
             }
-            CentralEvent::DeviceDiscovered(id) => id,
+            DeviceEvent::Discovered => {}
             _ => continue,
-        };
-        let device = match seen.get(id) {
+        }
+        let device = match seen.get(&id) {
             Some(s) => *s,
             None => {
-                let Some(s) = look_up(&adapter, id).await else {
+                let Some(s) = look_up(&bz, &id).await else {
                     continue;
                 };
                 if seen.len() >= MAX_CACHED {
@@ -384,7 +409,7 @@ async fn session(
         };
         let mut readings = Vec::new();
         match &event {
-            CentralEvent::ServiceDataAdvertisement { service_data, .. } => {
+            DeviceEvent::ServiceData { service_data } => {
                 for (uuid, data) in service_data {
                     let p = Payload::Service {
                         uuid: uuid.as_u128(),
@@ -393,9 +418,7 @@ async fn session(
                     readings.extend(processor.advert(device.address, p, device.rssi, now));
                 }
             }
-            CentralEvent::ManufacturerDataAdvertisement {
-                manufacturer_data, ..
-            } => {
+            DeviceEvent::ManufacturerData { manufacturer_data } => {
                 for (company, data) in manufacturer_data {
                     let p = Payload::Manufacturer {
                         company: *company,
@@ -460,15 +483,27 @@ async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter,
 }
 
 /// A device's address (from its BlueZ object path, else by asking) and current RSSI.
-async fn look_up(adapter: &Adapter, id: &PeripheralId) -> Option<Seen> {
-    use std::fmt::Write;
-    let mut path = String::new();
-    let _ = write!(path, "{id}");
+async fn look_up(bz: &bluez_async::BluetoothSession, id: &DeviceId) -> Option<Seen> {
+    let path = id.to_string();
     let from_path = path
         .rsplit_once("dev_")
         .and_then(|(_, a)| parse_address(&a.replace('_', ":")));
-    let p = adapter.peripheral(id).await.ok()?;
-    let address = from_path.unwrap_or_else(|| p.address().into());
-    let rssi = p.properties().await.ok().flatten().and_then(|p| p.rssi);
-    Some(Seen { address, rssi })
+    let info = bz.get_device_info(id).await.ok();
+    let address = from_path.or_else(|| {
+        info.as_ref()
+            .and_then(|i| parse_address(&i.mac_address.to_string()))
+    })?;
+    Some(Seen {
+        address,
+        rssi: info.and_then(|i| i.rssi),
+    })
+}
+
+/// Aborts a task when dropped (the bluez-async connection of a session).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), bluez_async::SpawnError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
