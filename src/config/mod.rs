@@ -6,6 +6,7 @@
 //! line and the key; nothing later can fail because of a config value.
 
 pub mod ble;
+pub mod link;
 mod locate;
 mod mqtt;
 pub mod raw;
@@ -15,6 +16,7 @@ pub mod units;
 pub(crate) use locate::Cx;
 
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
+pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
 use crate::format::LineFormat;
 use crate::topic::Template;
@@ -50,9 +52,10 @@ pub enum LoadError {
 }
 
 /// What the uplink does with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Qos {
     AtMostOnce,
+    #[default]
     AtLeastOnce,
 }
 
@@ -105,6 +108,19 @@ pub struct MqttConfig {
     pub inflight: u16,
     pub ack_timeout: Duration,
     pub availability_topic: String,
+    pub birth_payload: String,
+    pub will_payload: String,
+    /// on_demand: retained before each planned disconnect; `{next}` is the next window.
+    pub sleep_payload: String,
+    pub protocol: Protocol,
+    pub profile: Profile,
+    pub batch: Option<BatchConfig>,
+    pub connection: Connection,
+    /// Messages per second at most.
+    pub replay_rate: Option<f64>,
+    pub live_first: bool,
+    /// MQTT 5: the message expiry interval follows the queue's `max_age` (set from [queue]).
+    pub max_age: Option<Duration>,
     /// Set for `mqtts://`: the rustls client config (roots, optional client certificate).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -217,8 +233,9 @@ impl Config {
             state_dir,
             health_interval: (!health_interval.is_zero()).then_some(health_interval),
         };
-        let mqtt = cx.mqtt(raw.mqtt, &gateway.id)?;
+        let mut mqtt = cx.mqtt(raw.mqtt, &gateway.id)?;
         let queue = cx.queue(raw.queue)?;
+        mqtt.max_age = queue.max_age;
 
         let mut inputs = Vec::new();
         let mut names = HashSet::new();

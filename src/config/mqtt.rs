@@ -14,8 +14,9 @@ impl Cx<'_> {
         let (host, port, tls) =
             parse_mqtt_url(url).map_err(|msg| self.at(&m.url, "mqtt.url", &msg))?;
         let tls = self.tls(&m, tls)?;
-        let keep_alive =
-            self.duration(&m.keep_alive, "mqtt.keep_alive", Duration::from_secs(60))?;
+        let profile = self.profile(&m)?;
+        let d = profile.defaults();
+        let keep_alive = self.duration(&m.keep_alive, "mqtt.keep_alive", d.keep_alive)?;
         if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
             let v = m.keep_alive.as_ref().expect("the default is in range");
             return Err(self.at(
@@ -38,13 +39,8 @@ impl Cx<'_> {
                     })?,
             ),
         };
-        let backoff_min = self.duration(
-            &m.backoff_min,
-            "mqtt.backoff_min",
-            Duration::from_millis(500),
-        )?;
-        let backoff_max =
-            self.duration(&m.backoff_max, "mqtt.backoff_max", Duration::from_secs(60))?;
+        let backoff_min = self.duration(&m.backoff_min, "mqtt.backoff_min", d.backoff_min)?;
+        let backoff_max = self.duration(&m.backoff_max, "mqtt.backoff_max", d.backoff_max)?;
         if backoff_min > backoff_max || backoff_min.is_zero() {
             let v = m
                 .backoff_min
@@ -58,7 +54,7 @@ impl Cx<'_> {
             ));
         }
         let inflight = match &m.inflight {
-            None => 64,
+            None => d.inflight,
             Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref() as u16,
             Some(v) => return Err(self.at(v, "mqtt.inflight", "must be between 1 and 1000")),
         };
@@ -82,6 +78,22 @@ impl Cx<'_> {
                 tpl.render(gateway, "", None)
             }
         };
+        let payload = |v: &Option<toml::Spanned<String>>, key: &str, default: &str| match v {
+            None => Ok(default.to_string()),
+            Some(p) if p.get_ref().len() <= 1024 => Ok(p.get_ref().clone()),
+            Some(p) => Err(self.at(p, key, "must be at most 1024 bytes")),
+        };
+        let birth_payload = payload(&m.birth_payload, "mqtt.birth_payload", "online")?;
+        let will_payload = payload(&m.will_payload, "mqtt.will_payload", "offline")?;
+        let sleep_payload = payload(
+            &m.sleep_payload,
+            "mqtt.sleep_payload",
+            "asleep until {next}",
+        )?;
+        let protocol = self.protocol(&m)?;
+        let connection = self.connection(&m)?;
+        let batch = self.batch(m.batch.as_ref(), d.batch.clone())?;
+        let replay_rate = self.replay_rate(&m)?;
         Ok(MqttConfig {
             host,
             port,
@@ -92,17 +104,23 @@ impl Cx<'_> {
             connect_timeout: self.duration(
                 &m.connect_timeout,
                 "mqtt.connect_timeout",
-                Duration::from_secs(10),
+                d.connect_timeout,
             )?,
             backoff_min,
             backoff_max,
             inflight,
-            ack_timeout: self.duration(
-                &m.ack_timeout,
-                "mqtt.ack_timeout",
-                Duration::from_secs(60),
-            )?,
+            ack_timeout: self.duration(&m.ack_timeout, "mqtt.ack_timeout", d.ack_timeout)?,
             availability_topic,
+            birth_payload,
+            will_payload,
+            sleep_payload,
+            protocol,
+            profile,
+            batch,
+            connection,
+            replay_rate,
+            live_first: m.live_first.unwrap_or(false),
+            max_age: None,
             tls,
         })
     }

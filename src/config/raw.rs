@@ -56,6 +56,39 @@ pub struct RawMqtt {
     pub cert_file: Option<Spanned<String>>,
     /// mqtts://: PEM private key of `cert_file`.
     pub key_file: Option<Spanned<String>>,
+    /// "3.1.1" (default) or "5".
+    pub protocol: Option<Spanned<String>>,
+    /// "lan" (default), "cellular" or "satellite": defaults for the keys above and batching.
+    pub profile: Option<Spanned<String>>,
+    /// "persistent" (default) or "on_demand".
+    pub connection: Option<Spanned<String>>,
+    /// on_demand: how often to connect and send the backlog.
+    pub flush_every: Option<Spanned<String>>,
+    /// Messages per second at most (0: no limit).
+    pub replay_rate: Option<Spanned<f64>>,
+    /// Send readings taken since the connection came up before the older backlog.
+    pub live_first: Option<bool>,
+    /// Retained on the availability topic after every CONNACK.
+    pub birth_payload: Option<Spanned<String>>,
+    /// The last will, retained on the availability topic; also sent on a clean shutdown.
+    pub will_payload: Option<Spanned<String>>,
+    /// on_demand: retained on the availability topic before each planned disconnect;
+    /// `{next}` becomes the time of the next window (RFC 3339, UTC).
+    pub sleep_payload: Option<Spanned<String>>,
+    pub batch: Option<RawBatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// Readings per message at most; 0 turns batching off.
+    pub max_readings: Option<Spanned<i64>>,
+    /// How long a reading may wait for its batch to fill.
+    pub max_delay: Option<Spanned<String>>,
+    /// "json" (an array) or "cbor".
+    pub encoding: Option<Spanned<String>>,
+    /// "none", "zstd" or "deflate".
+    pub compression: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

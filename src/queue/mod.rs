@@ -322,9 +322,19 @@ impl Queue {
 
     /// Up to `limit` messages with an id above `after`, oldest first.
     pub fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
+        self.fetch_range(after, i64::MAX, limit)
+    }
+
+    /// Up to `limit` messages with an id above `after` and at most `upto`, oldest first.
+    pub fn fetch_range(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, QueueError> {
         let run = || -> Result<Vec<Stored>, rusqlite::Error> {
-            let mut stmt = self.conn.prepare_cached(sql::FETCH_AFTER)?;
-            let rows = stmt.query_map(params![after, limit as i64], |r| {
+            let mut stmt = self.conn.prepare_cached(sql::FETCH_RANGE)?;
+            let rows = stmt.query_map(params![after, limit as i64, upto], |r| {
                 Ok(Stored {
                     id: r.get(0)?,
                     topic: r.get(1)?,

@@ -19,8 +19,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES
 
 pub const INSERT: &str =
     "INSERT INTO outbox (id, topic, payload, qos, retain, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-pub const FETCH_AFTER: &str =
-    "SELECT id, topic, payload, qos, retain, created_ms FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
+pub const FETCH_RANGE: &str =
+    "SELECT id, topic, payload, qos, retain, created_ms FROM outbox WHERE id > ?1 AND id <= ?3 ORDER BY id LIMIT ?2";
 pub const DELETE_ONE: &str =
     "DELETE FROM outbox WHERE id = ?1 RETURNING length(topic) + length(payload)";
 pub const EVICT_OLDEST: &str =

@@ -6,8 +6,11 @@
 //! to `sent`; each `Outgoing::Publish` belongs to the oldest entry of `sent`; a QoS 1 row
 //! then waits in `awaiting` under its pkid until the PUBACK with that pkid names it.
 //!
-//! **Invariant:** a row id reaches `acked` only through its own PUBACK (QoS 1) or its own
-//! `Outgoing::Publish` (QoS 0, written to the socket).
+//! A request stands for one queue row, or for several (a batch): they are confirmed, and
+//! deleted, together.
+//!
+//! **Invariant:** a row id reaches `acked` only through the PUBACK of its own request
+//! (QoS 1) or its request's `Outgoing::Publish` (QoS 0, written to the socket).
 //! **Invariant:** the distance between the oldest outstanding request and the next one is
 //! below `window`, and rumqttc's `inflight` is above it, so a packet id is never reused
 //! while its publish awaits an ack (no `Outgoing::AwaitAck` collisions), even when the
@@ -20,16 +23,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 /// What a request handed to rumqttc stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    Row {
-        id: i64,
-        qos: Qos,
-    },
+    /// Queue rows: one, or a batch.
+    Rows { ids: Vec<i64>, qos: Qos },
     /// A message of the gateway's own (birth, health): nothing to delete.
-    Control {
-        qos: Qos,
-    },
+    Control { qos: Qos },
 }
 
 /// An event did not fit the requests we made: correlation is lost, reconnect.
@@ -48,7 +47,7 @@ pub struct Flight {
     window: u64,
     next_pos: u64,
     sent: VecDeque<(u64, Item)>,
-    awaiting: HashMap<u16, (u64, Option<i64>, Instant)>,
+    awaiting: HashMap<u16, (u64, Vec<i64>, Instant)>,
     /// Position of every request not yet confirmed, with when it was written (None while
     /// rumqttc has not written it yet). Positions are written in order.
     outstanding: BTreeMap<u64, Option<Instant>>,
@@ -57,6 +56,11 @@ pub struct Flight {
     /// Bumped by every reset, so a reader of the queue knows its view is stale.
     pub epoch: u64,
     pub online: bool,
+    /// MQTT 5 topic aliases of this connection, and how many the broker allows.
+    aliases: HashMap<String, u16>,
+    pub alias_max: u16,
+    /// on_demand: when the next window opens (for the availability topic).
+    pub next_window: Option<std::time::SystemTime>,
 }
 
 impl Flight {
@@ -70,7 +74,31 @@ impl Flight {
             acked: Vec::new(),
             epoch: 0,
             online: false,
+            aliases: HashMap::new(),
+            alias_max: 0,
+            next_window: None,
         }
+    }
+
+    /// Lowers (or restores) the window for this connection: an MQTT 5 broker may allow fewer
+    /// messages in flight than configured. Only while nothing is in flight (at CONNACK).
+    pub fn set_window(&mut self, window: u16) {
+        debug_assert!(self.outstanding.is_empty());
+        self.window = u64::from(window.max(1));
+    }
+
+    /// The topic alias to use for `topic`, and whether the broker already knows it (then the
+    /// topic itself can be left out). None when aliases are off or all are taken.
+    pub fn alias(&mut self, topic: &str) -> Option<(u16, bool)> {
+        if let Some(a) = self.aliases.get(topic) {
+            return Some((*a, true));
+        }
+        let next = self.aliases.len() as u16 + 1;
+        if next > self.alias_max {
+            return None;
+        }
+        self.aliases.insert(topic.to_string(), next);
+        Some((next, false))
     }
 
     pub fn window(&self) -> u64 {
@@ -104,19 +132,19 @@ impl Flight {
             .sent
             .pop_front()
             .ok_or(Mismatch::UnknownPublish(pkid))?;
-        let (qos, row) = match item {
-            Item::Row { id, qos } => (qos, Some(id)),
-            Item::Control { qos } => (qos, None),
+        let (qos, rows) = match item {
+            Item::Rows { ids, qos } => (qos, ids),
+            Item::Control { qos } => (qos, Vec::new()),
         };
         match (qos, pkid) {
             (Qos::AtMostOnce, 0) => {
                 self.outstanding.remove(&pos);
-                self.acked.extend(row);
+                self.acked.extend(rows);
                 Ok(())
             }
             (Qos::AtLeastOnce, p) if p != 0 => {
                 self.outstanding.insert(pos, Some(now));
-                if self.awaiting.insert(p, (pos, row, now)).is_some() {
+                if self.awaiting.insert(p, (pos, rows, now)).is_some() {
                     return Err(Mismatch::Collision(p));
                 }
                 Ok(())
@@ -128,13 +156,14 @@ impl Flight {
         }
     }
 
-    /// The broker acknowledged `pkid`. Returns the row it confirms, if it was a row.
-    /// An ack for a pkid we do not await is ignored (rumqttc itself treats it as an error).
-    pub fn on_puback(&mut self, pkid: u16) -> Option<i64> {
-        let (pos, row, _) = self.awaiting.remove(&pkid)?;
+    /// The broker acknowledged `pkid`. Returns how many rows it confirms (None when the
+    /// pkid was not awaited: rumqttc itself treats that as an error).
+    pub fn on_puback(&mut self, pkid: u16) -> Option<usize> {
+        let (pos, rows, _) = self.awaiting.remove(&pkid)?;
         self.outstanding.remove(&pos);
-        self.acked.extend(row);
-        row
+        let n = rows.len();
+        self.acked.extend(rows);
+        Some(n)
     }
 
     /// When the oldest publish still waiting for its PUBACK was written.
@@ -157,6 +186,8 @@ impl Flight {
         self.outstanding.clear();
         self.next_pos = 0;
         self.online = false;
+        self.aliases.clear();
+        self.alias_max = 0;
         self.epoch += 1;
     }
 }
@@ -168,7 +199,10 @@ mod tests {
     const Q1: Qos = Qos::AtLeastOnce;
 
     fn row(id: i64) -> Item {
-        Item::Row { id, qos: Q1 }
+        Item::Rows {
+            ids: vec![id],
+            qos: Q1,
+        }
     }
 
     #[test]
@@ -182,15 +216,15 @@ mod tests {
         f.on_publish(1, now).unwrap();
         f.on_publish(2, now).unwrap();
         f.on_publish(3, now).unwrap();
-        assert_eq!(f.on_puback(3), Some(12));
+        assert_eq!(f.on_puback(3), Some(1));
         assert_eq!(f.acked, vec![12]);
-        assert_eq!(f.on_puback(1), Some(10));
+        assert_eq!(f.on_puback(1), Some(1));
         assert_eq!(
             f.on_puback(1),
             None,
             "a second ack for the same pkid confirms nothing"
         );
-        assert_eq!(f.on_puback(2), Some(11));
+        assert_eq!(f.on_puback(2), Some(1));
         assert_eq!(f.acked, vec![12, 10, 11]);
         assert_eq!(f.in_flight(), 0);
     }
@@ -220,14 +254,14 @@ mod tests {
         let now = Instant::now();
         let mut f = Flight::new(4);
         f.on_sent(Item::Control { qos: Q1 });
-        f.on_sent(Item::Row {
-            id: 5,
+        f.on_sent(Item::Rows {
+            ids: vec![5],
             qos: Qos::AtMostOnce,
         });
         f.on_publish(7, now).unwrap();
         f.on_publish(0, now).unwrap();
         assert_eq!(f.acked, vec![5]);
-        assert_eq!(f.on_puback(7), None);
+        assert_eq!(f.on_puback(7), Some(0));
         assert!(f.acked == vec![5] && f.in_flight() == 0);
     }
 
@@ -245,6 +279,47 @@ mod tests {
         f.on_sent(row(3));
         f.on_publish(4, now).unwrap();
         assert_eq!(f.on_publish(4, now), Err(Mismatch::Collision(4)));
+    }
+
+    #[test]
+    fn a_batch_is_confirmed_as_a_whole() {
+        let now = Instant::now();
+        let mut f = Flight::new(4);
+        f.online = true;
+        f.on_sent(Item::Rows {
+            ids: vec![3, 4, 7],
+            qos: Q1,
+        });
+        f.on_sent(row(8));
+        f.on_publish(1, now).unwrap();
+        f.on_publish(2, now).unwrap();
+        assert_eq!(f.on_puback(2), Some(1));
+        assert_eq!(f.acked, vec![8]);
+        assert_eq!(f.on_puback(1), Some(3));
+        assert_eq!(f.acked, vec![8, 3, 4, 7]);
+    }
+
+    #[test]
+    fn aliases_are_handed_out_up_to_the_brokers_maximum_and_forgotten_on_reset() {
+        let mut f = Flight::new(4);
+        assert_eq!(
+            f.alias("a"),
+            None,
+            "no aliases before the broker allows them"
+        );
+        f.alias_max = 2;
+        assert_eq!(f.alias("a"), Some((1, false)));
+        assert_eq!(f.alias("a"), Some((1, true)));
+        assert_eq!(f.alias("b"), Some((2, false)));
+        assert_eq!(f.alias("c"), None);
+        assert_eq!(f.alias("b"), Some((2, true)));
+        f.reset();
+        f.alias_max = 2;
+        assert_eq!(
+            f.alias("b"),
+            Some((1, false)),
+            "a new connection knows no alias"
+        );
     }
 
     #[test]

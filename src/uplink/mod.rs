@@ -1,48 +1,45 @@
-//! The uplink: owns the rumqttc client and event loop, publishes the oldest queued rows
-//! within an in-flight window, and deletes a row only when its delivery is confirmed.
+//! The uplink: owns the MQTT client and event loop (rumqttc, MQTT 3.1.1 or 5), publishes the
+//! oldest queued rows within an in-flight window, alone or in batches, and deletes a row
+//! only when its delivery is confirmed.
 //!
 //! Two tasks share a [`Flight`] (a std `Mutex`, never held across an `.await`):
-//! - the **poller** drives `EventLoop::poll`, feeds its events to the `Flight`, publishes the
+//! - the **poller** drives the event loop, feeds its events to the `Flight`, publishes the
 //!   birth message after every CONNACK, and on any error cleans rumqttc's state (its own
-//!   replay would break the correlation), forgets the flight and backs off with jitter;
-//! - the **pump** deletes confirmed rows in batches, reads the next rows after its cursor,
-//!   and hands them to rumqttc while the window has room. After a reconnect (a new epoch)
-//!   it reads again from the oldest row in the queue.
+//!   replay would break the correlation), forgets the flight and backs off with jitter.
+//!   With `connection = "on_demand"` it stays off the air between windows;
+//! - the **pump** deletes confirmed rows in batches, reads the next rows after its cursors,
+//!   groups them into messages ([`ahead`], [`batch`]), paces them (`replay_rate`) and hands
+//!   them to rumqttc while the window has room. After a reconnect (a new epoch) it reads
+//!   again from the oldest row in the queue.
 //!
 //! **Architecture Invariant:** SQLite is the only retry buffer. rumqttc never replays a
 //! publish on its own: its `pending` list is cleared on every error and sessions are clean.
 //! A request is registered in the `Flight` under the same lock that hands it to rumqttc, so
 //! the order of registrations is the order rumqttc sees.
 
+pub mod ahead;
+pub mod batch;
 pub mod flight;
+pub mod link;
 pub mod tls;
 
-use crate::config::{MqttConfig, Qos};
+use crate::config::{Connection, MqttConfig, Protocol, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
+use ahead::{Ahead, Waiting};
 use flight::{Flight, Item};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use link::{Client, EventLoop, LinkEvent, Outbound};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub const ONLINE: &str = "online";
-pub const OFFLINE: &str = "offline";
-
-fn qos(q: Qos) -> QoS {
-    match q {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
-    }
-}
-
 /// Shared between the poller, the pump and other publishers of control messages.
 #[derive(Clone)]
 pub struct Handle {
-    client: AsyncClient,
+    client: Client,
     flight: Arc<Mutex<Flight>>,
     wake: Arc<Notify>,
 }
@@ -56,46 +53,39 @@ impl Handle {
     /// Returns whether it was handed over.
     pub fn publish_control(&self, topic: &str, q: Qos, retain: bool, payload: Vec<u8>) -> bool {
         let mut f = self.flight();
+        self.control_locked(&mut f, topic, q, retain, payload)
+    }
+
+    fn control_locked(
+        &self,
+        f: &mut Flight,
+        topic: &str,
+        qos: Qos,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> bool {
         if !f.can_send() {
             return false;
         }
         let ok = self
             .client
-            .try_publish(topic, qos(q), retain, payload)
+            .try_publish(Outbound {
+                topic: topic.to_string(),
+                qos,
+                retain,
+                payload,
+                ..Default::default()
+            })
             .is_ok();
         if ok {
-            f.on_sent(Item::Control { qos: q });
+            f.on_sent(Item::Control { qos });
         }
         ok
     }
 }
 
-fn options(cfg: &MqttConfig) -> MqttOptions {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-    o.set_keep_alive(cfg.keep_alive);
-    o.set_clean_session(true);
-    // Above our window, so packet ids never collide (see flight.rs).
-    o.set_inflight(cfg.inflight + 2);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    o.set_last_will(LastWill::new(
-        &cfg.availability_topic,
-        OFFLINE,
-        QoS::AtLeastOnce,
-        true,
-    ));
-    if let Some(tls) = &cfg.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
-    o
-}
-
-/// Runs the uplink until `cancel` fires; then publishes `offline`, disconnects, and deletes
-/// what was confirmed. `committed` carries the last committed row id.
+/// Runs the uplink until `cancel` fires; then publishes the will payload, disconnects, and
+/// deletes what was confirmed. `committed` carries the last committed row id.
 pub async fn run(
     cfg: MqttConfig,
     queue: SharedQueue,
@@ -104,10 +94,8 @@ pub async fn run(
     cancel: CancellationToken,
     ready: tokio::sync::oneshot::Sender<Handle>,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(options(&cfg), usize::from(cfg.inflight) + 16);
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_connection_timeout(cfg.connect_timeout.as_secs().max(1));
-    eventloop.set_network_options(net);
+    let cfg = Arc::new(cfg);
+    let (client, mut eventloop) = link::connect(&cfg);
     let handle = Handle {
         client,
         flight: Arc::new(Mutex::new(Flight::new(cfg.inflight))),
@@ -116,6 +104,7 @@ pub async fn run(
     let _ = ready.send(handle.clone()); // the caller may not want it
     let pump_cancel = cancel.child_token();
     let pump = tokio::spawn(pump(
+        cfg.clone(),
         handle.clone(),
         queue.clone(),
         committed,
@@ -143,9 +132,12 @@ pub async fn run(
 
 /// Forgets the connection: rumqttc's state and requests, and the flight.
 fn forget(eventloop: &mut EventLoop, f: &mut Flight) {
-    eventloop.clean();
-    eventloop.pending.clear();
+    eventloop.forget();
     f.reset();
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 async fn poll_until_cancelled(
@@ -158,8 +150,28 @@ async fn poll_until_cancelled(
     let mut backoff = cfg.backoff_min;
     let mut was_online = false;
     let mut last_error: Option<String> = None;
+    // on_demand: when the current window started, and until when the link sleeps.
+    let mut window_start = Instant::now();
+    let mut asleep_until: Option<Instant> = None;
     loop {
         metrics.poller_beat.store(crate::service::now_ms(), Relaxed);
+        if let Some(until) = asleep_until.take() {
+            // Off the air: no socket, no keep-alive. The watchdog still sees us alive.
+            loop {
+                metrics.poller_beat.store(crate::service::now_ms(), Relaxed);
+                let step = until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1));
+                if step.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(step) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            window_start = Instant::now();
+        }
         let event = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
@@ -167,21 +179,32 @@ async fn poll_until_cancelled(
         };
         let now = Instant::now();
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(LinkEvent::ConnAck {
+                receive_max,
+                alias_max,
+            }) => {
                 {
                     let mut f = handle.flight();
+                    // rumqttc's own limit is the smaller of ours + 2 and the broker's
+                    // receive maximum; the window stays 2 below it (see flight.rs).
+                    let window = match receive_max {
+                        Some(rm) => cfg.inflight.min(rm.saturating_sub(2)).max(1),
+                        None => cfg.inflight,
+                    };
+                    f.set_window(window);
+                    f.alias_max = alias_max;
                     f.online = true;
-                    let birth = handle.client.try_publish(
-                        &cfg.availability_topic,
-                        QoS::AtLeastOnce,
-                        true,
-                        ONLINE,
-                    );
-                    if birth.is_ok() {
-                        f.on_sent(Item::Control {
-                            qos: Qos::AtLeastOnce,
-                        });
+                    if let Connection::OnDemand { flush_every } = cfg.connection {
+                        f.next_window = Some(SystemTime::now() + flush_every);
                     }
+                    let birth = cfg.birth_payload.clone().into_bytes();
+                    handle.control_locked(
+                        &mut f,
+                        &cfg.availability_topic,
+                        Qos::AtLeastOnce,
+                        true,
+                        birth,
+                    );
                 }
                 backoff = cfg.backoff_min;
                 was_online = true;
@@ -191,7 +214,7 @@ async fn poll_until_cancelled(
                 info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
                 handle.wake.notify_one();
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Ok(LinkEvent::Published(pkid)) => {
                 let mut f = handle.flight();
                 if let Err(e) = f.on_publish(pkid, now) {
                     error!(error = %e, "Lost track of packet ids; reconnecting to resend from the queue.");
@@ -203,16 +226,34 @@ async fn poll_until_cancelled(
                     handle.wake.notify_one(); // QoS 0 rows confirmed
                 }
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+            Ok(LinkEvent::PubAck {
+                pkid,
+                refused: None,
+            }) => {
                 let mut f = handle.flight();
-                if f.on_puback(ack.pkid).is_some() {
+                if f.on_puback(pkid).is_some_and(|rows| rows > 0) {
                     Metrics::add(&metrics.acked, 1);
                     Metrics::add(&metrics.progress, 1);
                 }
                 drop(f);
                 handle.wake.notify_one();
             }
-            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+            Ok(LinkEvent::PubAck {
+                pkid,
+                refused: Some(reason),
+            }) => {
+                // An MQTT 5 broker refused the message (quota, authorisation, size): it
+                // stays in the queue. Reconnect after a pause and try again.
+                error!(pkid, reason = %reason, "Broker refused a message; it stays queued, retrying after a pause.");
+                forget(eventloop, &mut handle.flight());
+                metrics.online.store(false, Relaxed);
+                was_online = false;
+                if pause(&mut backoff, cfg, cancel).await {
+                    return;
+                }
+                continue;
+            }
+            Ok(LinkEvent::Collision(pkid)) => {
                 error!(
                     pkid,
                     "Packet id collision in rumqttc; reconnecting to resend from the queue."
@@ -220,11 +261,27 @@ async fn poll_until_cancelled(
                 forget(eventloop, &mut handle.flight());
                 continue;
             }
-            Ok(_) => {}
+            Ok(LinkEvent::Disconnected) => {
+                // The pump ended an on_demand window: everything was sent and confirmed.
+                let mut f = handle.flight();
+                forget(eventloop, &mut f);
+                drop(f);
+                metrics.online.store(false, Relaxed);
+                was_online = false;
+                if let Connection::OnDemand { flush_every } = cfg.connection {
+                    let next = (window_start + flush_every).max(Instant::now());
+                    let wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
+                    info!(next = %rfc3339(wall), "Backlog sent; off the air until the next window.");
+                    asleep_until = Some(next);
+                }
+                handle.wake.notify_one();
+                continue;
+            }
+            Ok(LinkEvent::Other) => {}
             Err(e) => {
                 forget(eventloop, &mut handle.flight());
                 metrics.online.store(false, Relaxed);
-                let text = e.to_string();
+                let text = e.text;
                 // The same failure again (times and counts in its text aside) is logged once.
                 let same: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
                 if was_online {
@@ -232,7 +289,7 @@ async fn poll_until_cancelled(
                     was_online = false;
                 } else if last_error.as_deref() == Some(same.as_str()) {
                     debug!(error = %text, retry_in = ?backoff, "Cannot reach the broker.");
-                } else if is_tls_failure(&e) || is_refusal(&e) {
+                } else if e.needs_operator {
                     // A certificate that does not verify, or credentials the broker refuses,
                     // will not fix themselves: an operator must act.
                     error!(error = %text, "Broker refused the connection (TLS or credentials); retrying with backoff.");
@@ -240,12 +297,9 @@ async fn poll_until_cancelled(
                     warn!(error = %text, "Cannot reach the broker; queueing on disk and retrying.");
                 }
                 last_error = Some(same);
-                let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = cancel.cancelled() => return,
+                if pause(&mut backoff, cfg, cancel).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(cfg.backoff_max);
                 continue;
             }
         }
@@ -261,37 +315,18 @@ async fn poll_until_cancelled(
     }
 }
 
-fn is_refusal(e: &rumqttc::ConnectionError) -> bool {
-    matches!(e, rumqttc::ConnectionError::ConnectionRefused(_))
+/// Waits out the backoff (with jitter) and doubles it. Returns true when cancelled.
+async fn pause(backoff: &mut Duration, cfg: &MqttConfig, cancel: &CancellationToken) -> bool {
+    let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+    *backoff = (*backoff * 2).min(cfg.backoff_max);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = cancel.cancelled() => true,
+    }
 }
 
-/// Whether a connection failed in TLS: rumqttc reports a handshake failure either as its
-/// `Tls` error or, when the peer's alert arrives with the first MQTT read, as an I/O error
-/// wrapping rustls's error.
-fn is_tls_failure(e: &rumqttc::ConnectionError) -> bool {
-    if matches!(e, rumqttc::ConnectionError::Tls(_)) {
-        return true;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// A clean goodbye: `offline` (retained) on the availability topic, then DISCONNECT. The
-/// will covers the cases where this cannot happen. Bounded to two seconds.
+/// A clean goodbye: the will payload (retained) on the availability topic, then DISCONNECT.
+/// The will covers the cases where this cannot happen. Bounded to two seconds.
 async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoop) {
     if !handle.flight().online {
         return;
@@ -299,17 +334,22 @@ async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoo
     let bye = async {
         handle
             .client
-            .try_publish(&cfg.availability_topic, QoS::AtLeastOnce, true, OFFLINE)
+            .try_publish(Outbound {
+                topic: cfg.availability_topic.clone(),
+                qos: Qos::AtLeastOnce,
+                retain: true,
+                payload: cfg.will_payload.clone().into_bytes(),
+                ..Default::default()
+            })
             .ok()?;
         loop {
-            match eventloop.poll().await.ok()? {
-                Event::Incoming(Packet::PubAck(_)) => break,
-                _ => continue,
+            if let LinkEvent::PubAck { .. } = eventloop.poll().await.ok()? {
+                break;
             }
         }
         handle.client.try_disconnect().ok()?;
         loop {
-            if let Event::Outgoing(Outgoing::Disconnect) = eventloop.poll().await.ok()? {
+            if let LinkEvent::Disconnected = eventloop.poll().await.ok()? {
                 return Some(());
             }
         }
@@ -324,68 +364,254 @@ async fn say_goodbye(cfg: &MqttConfig, handle: &Handle, eventloop: &mut EventLoo
     }
 }
 
-/// Deletes confirmed rows and hands new rows to rumqttc while the window has room.
+/// Paces messages at `rate` per second, with a burst of one second's worth.
+struct Pacer {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        Pacer {
+            rate,
+            tokens: rate.max(1.0),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is there; otherwise says when the next one comes.
+    fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        let burst = self.rate.max(1.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// Row ids as compact runs: `12-20,25,31-40`.
+fn runs(ids: &[i64]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j == i {
+            out.push_str(&ids[i].to_string());
+        } else {
+            out.push_str(&format!("{}-{}", ids[i], ids[j]));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The message for `rows` (one row, or a batch of one topic), and what it stands for.
+fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> (Outbound, Item) {
+    let first = &rows[0].row;
+    let ids: Vec<i64> = rows.iter().map(|w| w.row.id).collect();
+    let qos = if rows.iter().any(|w| w.row.qos == Qos::AtLeastOnce) {
+        Qos::AtLeastOnce
+    } else {
+        Qos::AtMostOnce
+    };
+    let v5 = cfg.protocol == Protocol::V5;
+    let mut out = Outbound {
+        qos,
+        retain: rows.iter().any(|w| w.row.retain),
+        ..Default::default()
+    };
+    match &cfg.batch {
+        None => {
+            out.topic = first.topic.clone();
+            out.payload = rows[0].row.payload.clone();
+        }
+        Some(b) => {
+            out.payload = batch::encode(b, rows.iter().map(|w| w.row.payload.as_slice()));
+            if v5 {
+                out.topic = first.topic.clone();
+                out.content_type = Some(b.suffix());
+            } else {
+                out.topic = format!("{}/{}", first.topic, b.suffix());
+            }
+        }
+    }
+    if v5 {
+        out.seq = Some(runs(&ids));
+        if let Some(max_age) = cfg.max_age {
+            // The broker may drop the message once its oldest reading is older than
+            // max_age, as the queue itself would.
+            let age = Duration::from_millis(now_ms.saturating_sub(first.created_ms).max(0) as u64);
+            out.expiry_s = Some(
+                max_age
+                    .saturating_sub(age)
+                    .as_secs()
+                    .clamp(1, u32::MAX as u64) as u32,
+            );
+        }
+        if let Some((alias, known)) = f.alias(&out.topic) {
+            out.alias = Some(alias);
+            out.alias_only = known;
+        }
+    }
+    (out, Item::Rows { ids, qos })
+}
+
+/// Where the pump stands in an on_demand window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Open,
+    SleepSent,
+    Disconnecting,
+}
+
+/// Deletes confirmed rows and hands new messages to rumqttc while the window has room.
 ///
-/// Rows are read ahead into `ahead` (up to two windows), so SQLite is read in bulk rather
-/// than once per acknowledgement, and deletes are batched while rows wait to be sent.
+/// Rows are read ahead (two windows' worth of messages), so SQLite is read in bulk rather
+/// than once per acknowledgement, and deletes are batched while rows wait to be sent. With
+/// `live_first`, rows committed after the connection came up (`fresh`) go before the
+/// backlog (`old`).
 async fn pump(
+    cfg: Arc<MqttConfig>,
     handle: Handle,
     queue: SharedQueue,
     mut committed: watch::Receiver<i64>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let window = handle.flight().window() as usize;
-    let read_ahead = 2 * window;
-    // Confirmed rows are deleted in batches of a window while there is other work. A crash
-    // can therefore resend at most: the window in flight, the batch being deleted, and the
-    // acks gathered meanwhile: three windows.
-    let delete_batch = window;
-    let mut ahead: std::collections::VecDeque<crate::queue::Stored> = Default::default();
-    let mut cursor = 0i64; // the last id read into `ahead`
+    let per_message = cfg.batch.as_ref().map_or(1, |b| b.max_readings);
+    let max_delay = cfg.batch.as_ref().map_or(Duration::ZERO, |b| b.max_delay);
+    let on_demand = matches!(cfg.connection, Connection::OnDemand { .. });
+    let mut pacer = cfg.replay_rate.map(Pacer::new);
+    let mut fresh = Ahead::default();
+    let mut old = Ahead::default();
+    // Rows up to `split` are the backlog (live_first); `old_cursor` and `fresh_cursor` are
+    // the last ids read into each.
+    let mut split = 0i64;
+    let mut old_cursor = 0i64;
+    let mut fresh_cursor = 0i64;
+    let mut split_taken = false;
+    let mut reread = true;
     let mut epoch = u64::MAX;
+    let mut closing = Closing::Open;
     let mut pipeline_open = true;
     loop {
+        let now = Instant::now();
+        let now_ms = crate::service::now_ms() as i64;
         // 1. Hand over what fits, and see what is left to do.
-        let (acked, read, want, last) = {
+        let (acked, read, want, last, wait_until) = {
             let mut f = handle.flight();
             if f.epoch != epoch {
                 // A new connection: every row left in the queue is unconfirmed.
                 epoch = f.epoch;
-                ahead.clear();
-                cursor = 0;
-            }
-            while f.can_send() {
-                let Some(row) = ahead.pop_front() else { break };
-                let (id, q) = (row.id, row.qos);
-                if let Err(e) =
-                    handle
-                        .client
-                        .try_publish(row.topic, qos(q), row.retain, row.payload)
-                {
-                    debug!(error = %e, "rumqttc's request channel is full; will retry.");
-                    break;
-                }
-                f.on_sent(Item::Row { id, qos: q });
+                fresh.clear();
+                old.clear();
+                (split, old_cursor, fresh_cursor) = (0, 0, 0);
+                split_taken = false;
+                reread = true;
+                closing = Closing::Open;
             }
             let last = *committed.borrow_and_update();
-            let want = read_ahead.saturating_sub(ahead.len());
-            let read = want > 0 && cursor < last;
+            if f.online && !split_taken {
+                split_taken = true;
+                if cfg.live_first {
+                    split = last;
+                    fresh_cursor = last;
+                }
+            }
+            let window = f.window() as usize;
+            let read_ahead = (2 * window * per_message).clamp(2 * window, 20_000);
+            let mut wait_until: Option<Instant> = None;
+            while f.can_send() && closing == Closing::Open {
+                // Backlog waiting beyond what is read ahead, an on_demand window, or a full
+                // read-ahead: send partial batches rather than wait for them to fill.
+                let force = on_demand || fresh.len() + old.len() >= read_ahead;
+                let Some(rows) = fresh
+                    .next(per_message, now, force)
+                    .or_else(|| old.next(per_message, now, force))
+                else {
+                    break;
+                };
+                if let Some(p) = pacer.as_mut() {
+                    if let Err(at) = p.take(now) {
+                        wait_until = Some(at);
+                        unshift(&mut fresh, &mut old, split, rows);
+                        break;
+                    }
+                }
+                let (out, item) = outbound(&cfg, &rows, &mut f, now_ms);
+                if handle.client.try_publish(out).is_err() {
+                    debug!("rumqttc's request channel is full; will retry.");
+                    unshift(&mut fresh, &mut old, split, rows);
+                    break;
+                }
+                f.on_sent(item);
+            }
+            if wait_until.is_none() && per_message > 1 {
+                wait_until = [fresh.next_due(), old.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            }
+            let room = read_ahead.saturating_sub(fresh.len() + old.len());
+            let read = room > 0 && (fresh_cursor < last || old_cursor < split);
             // Confirmed rows must be gone before the queue is read again from the start;
             // otherwise they are deleted in batches, or when there is nothing else to do.
-            let idle = ahead.is_empty() && !read;
-            let delete_now = cursor == 0 || f.acked.len() >= delete_batch || idle;
+            let idle = fresh.is_empty() && old.is_empty() && !read;
+            let delete_now = reread || f.acked.len() >= window || idle;
             let acked = if delete_now {
                 std::mem::take(&mut f.acked)
             } else {
                 Vec::new()
             };
-            (acked, read, want, last)
+            // on_demand: everything sent and confirmed ends the window.
+            if on_demand && f.online && idle && acked.is_empty() && f.in_flight() == 0 {
+                match closing {
+                    Closing::Open => {
+                        let next = f.next_window.map(rfc3339).unwrap_or_default();
+                        let payload = cfg.sleep_payload.replace("{next}", &next).into_bytes();
+                        if handle.control_locked(
+                            &mut f,
+                            &cfg.availability_topic,
+                            Qos::AtLeastOnce,
+                            true,
+                            payload,
+                        ) {
+                            closing = Closing::SleepSent;
+                        }
+                    }
+                    Closing::SleepSent => {
+                        if handle.client.try_disconnect().is_ok() {
+                            closing = Closing::Disconnecting;
+                        }
+                    }
+                    Closing::Disconnecting => {}
+                }
+            }
+            (acked, read, room, last, wait_until)
         };
         if acked.is_empty() && !read {
+            let sleep = async {
+                match wait_until {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = handle.wake.notified() => {}
                 r = committed.changed(), if pipeline_open => pipeline_open = r.is_ok(),
+                _ = sleep => {}
                 _ = cancel.cancelled() => return,
             }
             continue;
@@ -393,7 +619,14 @@ async fn pump(
         // 2. Delete what was confirmed, then read ahead, in one trip to the blocking pool.
         let q = queue.clone();
         let n_acked = acked.len();
-        let from = cursor;
+        // Fresh rows first; the backlog when there are none.
+        let range = if !read {
+            None
+        } else if fresh_cursor < last {
+            Some((true, fresh_cursor, i64::MAX))
+        } else {
+            Some((false, old_cursor, split))
+        };
         metrics
             .uplink_db_since
             .store(crate::service::now_ms(), Relaxed);
@@ -402,10 +635,9 @@ async fn pump(
             if let Err(e) = q.ack(&acked) {
                 return (Err(e), acked);
             }
-            let rows = if read {
-                q.fetch_after(from, want)
-            } else {
-                Ok(Vec::new())
+            let rows = match range {
+                Some((_, after, upto)) => q.fetch_range(after, upto, want),
+                None => Ok(Vec::new()),
             };
             (rows, Vec::new())
         })
@@ -431,10 +663,63 @@ async fn pump(
         if n_acked > 0 {
             Metrics::add(&metrics.progress, 1);
         }
-        if read {
-            // Rows read under an older epoch are dropped: the next round reads from 0.
-            cursor = rows.last().map_or(cursor.max(last), |r| r.id);
-            ahead.extend(rows);
+        if handle.flight().epoch != epoch {
+            continue; // read under an older connection: the next round starts over
         }
+        reread = false;
+        if let Some((is_fresh, _, upto)) = range {
+            let (ahead, cursor, end) = if is_fresh {
+                (&mut fresh, &mut fresh_cursor, last)
+            } else {
+                (&mut old, &mut old_cursor, upto)
+            };
+            // No more rows up to `end` means the cursor may skip to it (ids are never
+            // reused, so nothing can appear below it later).
+            *cursor = if rows.len() < want {
+                end.max(rows.last().map_or(0, |r| r.id))
+            } else {
+                rows.last().map_or(*cursor, |r| r.id)
+            };
+            let now = Instant::now();
+            let now_ms = crate::service::now_ms() as i64;
+            for row in rows {
+                ahead.push(row, now, now_ms, max_delay);
+            }
+        }
+    }
+}
+
+/// Returns rows that could not be sent to the front of the queue they came from.
+fn unshift(fresh: &mut Ahead, old: &mut Ahead, split: i64, rows: Vec<Waiting>) {
+    if rows.first().is_some_and(|w| w.row.id > split) {
+        fresh.unshift(rows);
+    } else {
+        old.unshift(rows);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_compact_and_exact() {
+        assert_eq!(runs(&[5]), "5");
+        assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), "1-3,7,9-10");
+        assert_eq!(runs(&[]), "");
+    }
+
+    #[test]
+    fn the_pacer_allows_a_second_of_burst_then_the_rate() {
+        let t = Instant::now();
+        let mut p = Pacer::new(10.0);
+        p.last = t;
+        for _ in 0..10 {
+            assert!(p.take(t).is_ok());
+        }
+        let next = p.take(t).unwrap_err();
+        assert_eq!(next, t + Duration::from_millis(100));
+        assert!(p.take(t + Duration::from_millis(100)).is_ok());
+        assert!(p.take(t + Duration::from_millis(100)).is_err());
     }
 }
