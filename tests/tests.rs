@@ -15,3 +15,4 @@ mod puback;
 mod queue_model;
 mod queue_policy;
 mod tls;
+mod uplink;

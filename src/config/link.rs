@@ -293,3 +293,59 @@ impl Cx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn mqtt(extra: &str) -> crate::config::MqttConfig {
+        let text = format!(
+            "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n{extra}"
+        );
+        Config::parse(Path::new("t.toml"), &text).unwrap().mqtt
+    }
+
+    #[test]
+    fn a_profile_gives_defaults_and_every_key_wins_over_it() {
+        let lan = mqtt("");
+        assert_eq!(lan.profile, Profile::Lan);
+        assert_eq!(lan.keep_alive, Duration::from_secs(60));
+        assert_eq!(lan.batch, None);
+        let sat = mqtt("profile = \"satellite\"\n");
+        assert_eq!(sat.keep_alive, Duration::from_secs(1200));
+        assert_eq!(sat.connect_timeout, Duration::from_secs(120));
+        assert_eq!(sat.inflight, 8);
+        assert_eq!(sat.batch, Profile::Satellite.defaults().batch);
+        let tuned = mqtt(
+            "profile = \"satellite\"\nkeep_alive = \"10m\"\ninflight = 4\n[mqtt.batch]\ncompression = \"deflate\"\n",
+        );
+        assert_eq!(tuned.keep_alive, Duration::from_secs(600));
+        assert_eq!(tuned.inflight, 4);
+        let b = tuned.batch.unwrap();
+        assert_eq!(
+            (b.max_readings, b.encoding, b.compression),
+            (200, Encoding::Cbor, Compression::Deflate),
+            "the other batch keys still come from the profile"
+        );
+        assert_eq!(
+            mqtt("profile = \"cellular\"\n[mqtt.batch]\nmax_readings = 0\n").batch,
+            None
+        );
+    }
+
+    #[test]
+    fn connection_modes_and_pacing() {
+        assert_eq!(mqtt("").connection, Connection::Persistent);
+        assert_eq!(
+            mqtt("connection = \"on_demand\"\n").connection,
+            Connection::OnDemand {
+                flush_every: Duration::from_secs(900)
+            }
+        );
+        assert_eq!(mqtt("replay_rate = 0\n").replay_rate, None);
+        assert_eq!(mqtt("replay_rate = 50\n").replay_rate, Some(50.0));
+        assert_eq!(mqtt("protocol = \"5\"\n").protocol, Protocol::V5);
+    }
+}

@@ -91,6 +91,14 @@ impl Cx<'_> {
             "asleep until {next}",
         )?;
         let protocol = self.protocol(&m)?;
+        if protocol == super::Protocol::V5 && keep_alive < Duration::from_secs(5) {
+            let at = m.keep_alive.as_ref().map_or(m.url.span(), |v| v.span());
+            return Err(self.error(
+                at,
+                "mqtt.keep_alive",
+                "must be at least 5s with protocol = \"5\"",
+            ));
+        }
         let connection = self.connection(&m)?;
         let batch = self.batch(m.batch.as_ref(), d.batch.clone())?;
         let replay_rate = self.replay_rate(&m)?;

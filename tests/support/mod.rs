@@ -3,6 +3,7 @@
 //! - `bluez` (feature `ble`): a private D-Bus system bus with a python-dbusmock BlueZ.
 //! - [`broker`]: a real `mosquitto` on a free port, stopped, killed and restarted at will.
 //! - [`subscriber`]: `mosquitto_sub` collecting every message it receives.
+//! - [`mqtt5`]: a binary-safe MQTT 5 subscriber that also unpacks batches.
 //! - [`gateway`]: the `sensorgate` binary as a child process with a generated config.
 //! - [`pty`]: pseudo-terminal pairs standing in for serial devices.
 //! - [`proxy`]: a TCP fault proxy: pass, black-hole, reset.
@@ -15,6 +16,7 @@ pub mod bluez;
 pub mod broker;
 pub mod fake_broker;
 pub mod gateway;
+pub mod mqtt5;
 pub mod proxy;
 pub mod pty;
 pub mod subscriber;
