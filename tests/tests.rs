@@ -11,6 +11,7 @@ mod config_errors;
 mod durability;
 mod journal;
 mod notify;
+mod proxy;
 mod puback;
 mod queue_model;
 mod queue_policy;

@@ -6,7 +6,7 @@
 //! - [`mqtt5`]: a binary-safe MQTT 5 subscriber that also unpacks batches.
 //! - [`gateway`]: the `sensorgate` binary as a child process with a generated config.
 //! - [`pty`]: pseudo-terminal pairs standing in for serial devices.
-//! - [`proxy`]: a TCP fault proxy: pass, black-hole, reset.
+//! - [`proxy`]: a TCP proxy: pass, black-hole, reset; byte and segment counts; delay and rate.
 //! - [`fake_broker`]: a scripted MQTT 3.1.1 server whose PUBACKs the test controls.
 
 #![allow(dead_code)]
