@@ -1,6 +1,6 @@
 //! The text `sensorgate check` prints: the config as the gateway resolved it.
 
-use crate::config::{Config, InputKind, WhenFull};
+use crate::config::{Config, Connection, InputKind, Protocol, WhenFull};
 use crate::format::LineFormat;
 use crate::topic;
 use std::fmt::Write;
@@ -19,6 +19,35 @@ pub fn describe(c: &Config) -> String {
         s,
         "mqtt {}:{} as {} (keep-alive {:?}, in flight {}, availability {})",
         m.host, m.port, m.client_id, m.keep_alive, m.inflight, m.availability_topic
+    );
+    let _ = writeln!(
+        s,
+        "uplink: profile {}, MQTT {}, {}, {}, connect timeout {:?}, backoff {:?}..{:?}, ack timeout {:?}, {}{}",
+        m.profile.name(),
+        match m.protocol {
+            Protocol::V311 => "3.1.1",
+            Protocol::V5 => "5",
+        },
+        match &m.batch {
+            None => "one message per queued row".to_string(),
+            Some(b) => format!(
+                "batches of up to {} readings within {:?} ({})",
+                b.max_readings,
+                b.max_delay,
+                b.suffix()
+            ),
+        },
+        match m.connection {
+            Connection::Persistent => "persistent connection".to_string(),
+            Connection::OnDemand { flush_every } => format!("on demand every {flush_every:?}"),
+        },
+        m.connect_timeout,
+        m.backoff_min,
+        m.backoff_max,
+        m.ack_timeout,
+        m.replay_rate
+            .map_or("no replay limit".to_string(), |r| format!("replay at most {r} messages/s")),
+        if m.live_first { ", live readings first" } else { "" },
     );
     let q = &c.queue;
     let _ = writeln!(
