@@ -21,8 +21,9 @@ pub const INSERT: &str =
     "INSERT INTO outbox (id, topic, payload, qos, retain, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 pub const FETCH_RANGE: &str =
     "SELECT id, topic, payload, qos, retain, created_ms FROM outbox WHERE id > ?1 AND id <= ?3 ORDER BY id LIMIT ?2";
-pub const DELETE_ONE: &str =
-    "DELETE FROM outbox WHERE id = ?1 RETURNING length(topic) + length(payload)";
+pub const SIZE_RANGE: &str =
+    "SELECT coalesce(sum(length(topic) + length(payload)), 0), count(*) FROM outbox WHERE id BETWEEN ?1 AND ?2";
+pub const DELETE_RANGE: &str = "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2";
 pub const EVICT_OLDEST: &str =
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?1)
      RETURNING length(topic) + length(payload)";
