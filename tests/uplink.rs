@@ -271,3 +271,51 @@ fn on_demand_sends_in_windows_and_is_off_the_air_between() {
     );
     wait_until("an empty queue", LONG, || gw.pending() == 0);
 }
+
+#[test]
+fn the_satellite_profile_delivers_over_a_slow_long_link() {
+    use crate::support::proxy::Shape;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path());
+    let sub = Sub5::start(broker.port, "site/#", "t-sat");
+    // 1.5 s round trip, 2,400 bit/s each way.
+    let proxy = Proxy::start_shaped(
+        broker.port,
+        Shape {
+            delay: Duration::from_millis(750),
+            bits_per_second: Some(2400),
+        },
+    );
+    // The profile's own timings (no base_config overrides); only the batch delay is cut
+    // from 5 minutes so that the test is short.
+    let cfg = format!(
+        "[gateway]\nid = \"sat\"\nstate_dir = \"{}\"\nhealth_interval = \"0s\"\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nprofile = \"satellite\"\n\n\
+         [mqtt.batch]\nmax_delay = \"2s\"\n\n",
+        dir.path().join("state").display(),
+        proxy.port
+    ) + &synthetic(120, 60.0);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    let (_, out, _) = gw.cli(&["check"]);
+    assert!(
+        out.contains("profile satellite") && out.contains("batch.cbor.zst"),
+        "{out}"
+    );
+    gw.start();
+    wait_until(
+        "every reading over the satellite link",
+        Duration::from_secs(120),
+        || seqs(&sub.readings("site/")).len() == 120,
+    );
+    let msgs = sub.messages();
+    assert!(msgs.iter().all(|m| m.topic == "site/sat/wx/batch.cbor.zst"));
+    assert!(msgs.len() <= 4, "{} messages for 120 readings", msgs.len());
+    let t = proxy.bytes();
+    assert!(
+        t.up_bytes < 120 * 40,
+        "{} bytes upstream for 120 readings: batching and compression at work",
+        t.up_bytes
+    );
+    assert_eq!(proxy.accepted(), 1, "one connection, never timed out");
+    wait_until("an empty queue", LONG, || gw.pending() == 0);
+}
