@@ -139,10 +139,6 @@ impl Queue {
             "NORMAL"
         };
         conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-        // Reads of a large backlog through a memory map instead of read() copies. Bounded so
-        // a 32-bit Pi keeps its address space.
-        conn.pragma_update(None, "mmap_size", 64i64 << 20)
-            .map_err(err)?;
         let check: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
             .map_err(err)?;
