@@ -5,7 +5,9 @@
 //! (tests/support/bluez_mock.py), advertising from a GLib timer inside its own process, so
 //! only the gateway's own work is measured (utime + stime from /proc).
 //!
-//! `cargo bench --bench ble` (add `-- --quick` for a 10 s smoke run).
+//! `cargo bench --bench ble` (add `-- --quick` for a 10 s smoke run). `SENSORGATE_BENCH_BIN`
+//! names another gateway binary to measure (e.g. a copy built from an earlier commit), so
+//! two builds can be compared in one session.
 
 mod common;
 
@@ -205,8 +207,9 @@ fn gateway_cpu(devices: u32, hz: f64, secs: f64) {
         d.join("state").display(), broker.port);
     std::fs::write(d.join("gw.toml"), config).unwrap();
     let log = std::fs::File::create(d.join("gw.log")).unwrap();
+    let bin = std::env::var_os("SENSORGATE_BENCH_BIN").unwrap_or_else(|| BIN.into());
     let gw = Proc(
-        Command::new(BIN)
+        Command::new(bin)
             .args(["run", "-c"])
             .arg(d.join("gw.toml"))
             .env("DBUS_SYSTEM_BUS_ADDRESS", &address)

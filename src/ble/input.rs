@@ -15,18 +15,23 @@
 //! a multi-thread runtime). Shutdown: `run` stops forwarding when cancelled, passes on what
 //! the thread already produced, and then drops its channel, so a stuck BLE stack cannot
 //! hold the pipeline open.
+//!
+//! Advertisements are read on a timer, every [`DRAIN_EVERY`], from a D-Bus connection that
+//! the runtime does not watch (see `signals`), and the readings of one round cross to the
+//! gateway's runtime as one batch: the BLE thread and the gateway wake a few times a second
+//! instead of once per advertisement. Readings wait at most that long in addition.
 
-use crate::ble::advert::{Payload, Processor};
+use crate::ble::advert::Processor;
 use crate::ble::gatt::{self, GattValue};
+use crate::ble::signals;
 use crate::ble::values::parse_address;
 use crate::config::BleConfig;
 use crate::input::serial::InputId;
 use crate::metrics::Metrics;
 use crate::reading::Reading;
-use bluez_async::{BluetoothEvent, DeviceEvent, DeviceId};
+use bluez_async::DeviceId;
 use btleplug::api::{Central, Manager as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -39,6 +44,15 @@ use tracing::{debug, error, info, warn};
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Devices whose address and RSSI are cached, at most.
 const MAX_CACHED: usize = 4096;
+/// How often the advertisement signals that arrived meanwhile are read and decoded.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Signals read in one round, at most; a full round is followed by another at once.
+const MAX_DRAIN: usize = 1024;
+/// Batches of readings between the BLE thread and the gateway's runtime.
+const BATCHES: usize = 16;
+
+/// The BLE thread's side of the channel to the gateway: readings in batches.
+type Out = mpsc::Sender<Vec<Reading>>;
 
 /// Runs the BLE input until `cancel` fires or the pipeline is gone.
 pub async fn run(
@@ -48,7 +62,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Reading>(256);
+    let (tx, mut rx) = mpsc::channel::<Vec<Reading>>(BATCHES);
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let stop = cancel.child_token();
     let name = id.name.clone();
@@ -63,19 +77,23 @@ pub async fn run(
         error!(input = %name, error = %e, "Cannot start the BLE thread; this input is off.");
         return;
     }
-    loop {
+    'forward: loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Some(r) => if out.send(r).await.is_err() { break },
+                Some(batch) => for r in batch {
+                    if out.send(r).await.is_err() { break 'forward }
+                },
                 None => break,
             },
             _ = cancel.cancelled() => break,
         }
     }
     stop.cancel();
-    while let Ok(r) = rx.try_recv() {
-        if out.send(r).await.is_err() {
-            break;
+    'rest: while let Ok(batch) = rx.try_recv() {
+        for r in batch {
+            if out.send(r).await.is_err() {
+                break 'rest;
+            }
         }
     }
     drop(rx);
@@ -91,7 +109,7 @@ pub async fn run(
 fn supervise(
     id: InputId,
     config: BleConfig,
-    tx: mpsc::Sender<Reading>,
+    tx: Out,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -222,7 +240,7 @@ fn lost(scanned: bool, why: impl std::fmt::Display) -> Ended {
 async fn sessions(
     processor: &mut Processor,
     config: &BleConfig,
-    tx: &mpsc::Sender<Reading>,
+    tx: &Out,
     stop: &CancellationToken,
 ) {
     let name = processor.input().name.clone();
@@ -263,7 +281,7 @@ struct Seen {
 async fn session(
     processor: &mut Processor,
     config: &BleConfig,
-    tx: &mpsc::Sender<Reading>,
+    tx: &Out,
     stop: &CancellationToken,
 ) -> Ended {
     let name = processor.input().name.clone();
@@ -290,9 +308,10 @@ async fn session(
         Ok(a) => a,
         Err(why) => return lost(false, why),
     };
-    // Advertisements come from bluez-async's event stream for this adapter: btleplug's own
-    // stream makes a D-Bus round trip to bluetoothd (GetAll on the device) for every single
-    // advertisement, which cost more CPU than everything else the gateway does.
+    // Adverts are read from `bus`, which the runtime does not watch (see `signals`), not
+    // from btleplug's stream (a GetAll round trip to bluetoothd per advert) nor from
+    // bluez-async's (a wakeup and a map of boxed values per advert). bluez-async answers
+    // the look-up of a device seen for the first time.
     let (bz, bz_conn) = match bluez_async::BluetoothSession::new().await {
         Ok((resource, session)) => (session, tokio::spawn(resource)),
         Err(e) => {
@@ -303,20 +322,19 @@ async fn session(
         }
     };
     let _conn_guard = AbortOnDrop(bz_conn);
-    let bz_adapter = match bz.get_adapters().await {
+    let adapter_path = match bz.get_adapters().await {
         Ok(list) => list
             .into_iter()
-            .map(|a| a.id)
-            .find(|id| id.to_string() == adapter_name),
+            .find(|a| a.id.to_string() == adapter_name)
+            .map(|a| dbus::Path::from(a.id)),
         Err(e) => return lost(false, format!("cannot list adapters: {e}")),
     };
-    let Some(bz_adapter) = bz_adapter else {
+    let Some(adapter_path) = adapter_path else {
         return lost(false, format!("adapter {adapter_name} vanished"));
     };
-    let mut events = match bz.adapter_event_stream(&bz_adapter).await {
-        Ok(e) => e,
-        Err(e) => return lost(false, format!("cannot watch adapter {adapter_name}: {e}")),
-    };
+    if let Err(e) = signals::watch(&bus, &adapter_path) {
+        return lost(false, format!("cannot watch adapter {adapter_name}: {e}"));
+    }
     if let Err(e) = adapter.start_scan(ScanFilter::default()).await {
         return lost(false, format!("cannot scan on {adapter_name}: {e}"));
     }
@@ -336,25 +354,23 @@ async fn session(
     drop(gatt_tx);
 
     let expect_adverts = !config.devices.is_empty();
-    let mut seen: HashMap<DeviceId, Seen> = HashMap::new();
+    let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut last_advert = Instant::now();
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.tick().await;
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut msgs: Vec<dbus::Message> = Vec::new();
     let ended = loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => break Ended::Stop,
-            ev = events.next() => match ev {
-                Some(ev) => ev,
-                None => break lost(true, format!("the event stream of {adapter_name} ended")),
-            },
             Some(v) = gatt_rx.recv() => {
                 let now = Instant::now();
                 if let Some(r) = processor.gatt(v.address, &v.source, &v.field, v.value, v.rssi, now) {
-                    if tx.send(r).await.is_err() {
+                    if tx.send(vec![r]).await.is_err() {
                         break Ended::Stop;
                     }
                 }
-                continue;
             }
             _ = check.tick() => {
                 if bluez_owner(&bus).as_deref() != Some(owner.as_str()) {
@@ -374,70 +390,28 @@ async fn session(
                     }
                     last_advert = Instant::now();
                 }
-                continue;
             }
-        };
-        let now = Instant::now();
-        let BluetoothEvent::Device { id, event } = event else {
-            continue;
-        };
-        match &event {
-            DeviceEvent::ServiceData { .. } | DeviceEvent::ManufacturerData { .. } => {
-                last_advert = now;
-            }
-            DeviceEvent::Rssi { rssi } => {
-                if let Some(s) = seen.get_mut(&id) {
-                    s.rssi = Some(*rssi);
-                }
-                continue;
-            }
-            DeviceEvent::Discovered => {}
-            _ => continue,
-        }
-        let device = match seen.get(&id) {
-            Some(s) => *s,
-            None => {
-                let Some(s) = look_up(&bz, &id).await else {
-                    continue;
+            _ = drain.tick() => {
+                let got = match signals::drain(&bus, MAX_DRAIN, |m| msgs.push(m)) {
+                    Ok(n) => n,
+                    Err(signals::Closed) => break lost(true, "the D-Bus connection closed"),
                 };
-                if seen.len() >= MAX_CACHED {
-                    seen.clear();
+                if got == MAX_DRAIN {
+                    drain.reset_immediately(); // more are waiting
                 }
-                seen.insert(id.clone(), s);
-                s
-            }
-        };
-        let mut readings = Vec::new();
-        match &event {
-            DeviceEvent::ServiceData { service_data } => {
-                for (uuid, data) in service_data {
-                    let p = Payload::Service {
-                        uuid: uuid.as_u128(),
-                        data,
-                    };
-                    readings.extend(processor.advert(device.address, p, device.rssi, now));
+                let now = Instant::now();
+                let mut batch = Vec::new();
+                for msg in msgs.drain(..) {
+                    if let Some(u) = signals::parse(&msg) {
+                        if advert(processor, &bz, &mut seen, u, now, &mut batch).await {
+                            last_advert = now;
+                        }
+                    }
+                }
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    break Ended::Stop;
                 }
             }
-            DeviceEvent::ManufacturerData { manufacturer_data } => {
-                for (company, data) in manufacturer_data {
-                    let p = Payload::Manufacturer {
-                        company: *company,
-                        data,
-                    };
-                    readings.extend(processor.advert(device.address, p, device.rssi, now));
-                }
-            }
-            _ => {}
-        }
-        let mut gone = false;
-        for r in readings {
-            if tx.send(r).await.is_err() {
-                gone = true;
-                break;
-            }
-        }
-        if gone {
-            break Ended::Stop;
         }
     };
     gatts.abort_all();
@@ -482,13 +456,74 @@ async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter,
     })
 }
 
+/// One device signal: remembers a discovered device, updates its RSSI, and adds the readings
+/// its advertisement makes to `out`. Returns whether it carried advertisement data.
+async fn advert(
+    processor: &mut Processor,
+    bz: &bluez_async::BluetoothSession,
+    seen: &mut HashMap<String, Seen>,
+    u: signals::Update<'_>,
+    now: Instant,
+    out: &mut Vec<Reading>,
+) -> bool {
+    if u.discovered {
+        // Like bluez-async's `Discovered`: only remembered; its data come with later changes.
+        let address = u
+            .address
+            .and_then(parse_address)
+            .or_else(|| address_from_path(&u.path));
+        if let Some(address) = address {
+            remember(
+                seen,
+                &u.path,
+                Seen {
+                    address,
+                    rssi: u.rssi,
+                },
+            );
+        }
+        return false;
+    }
+    if let (Some(rssi), Some(s)) = (u.rssi, seen.get_mut(&*u.path)) {
+        s.rssi = Some(rssi);
+    }
+    if u.payloads.is_empty() {
+        return false;
+    }
+    let device = match seen.get(&*u.path) {
+        Some(s) => *s,
+        None => {
+            let Some(s) = look_up(bz, &u.path).await else {
+                return true;
+            };
+            remember(seen, &u.path, s);
+            s
+        }
+    };
+    for p in u.payloads {
+        out.extend(processor.advert(device.address, p, device.rssi, now));
+    }
+    true
+}
+
+fn remember(seen: &mut HashMap<String, Seen>, path: &str, s: Seen) {
+    if seen.len() >= MAX_CACHED && !seen.contains_key(path) {
+        seen.clear();
+    }
+    seen.insert(path.to_string(), s);
+}
+
+/// `/org/bluez/hci0/dev_A4_C1_38_8E_11_22` -> its address.
+fn address_from_path(path: &str) -> Option<[u8; 6]> {
+    path.rsplit_once("dev_")
+        .and_then(|(_, a)| parse_address(&a.replace('_', ":")))
+}
+
 /// A device's address (from its BlueZ object path, else by asking) and current RSSI.
-async fn look_up(bz: &bluez_async::BluetoothSession, id: &DeviceId) -> Option<Seen> {
-    let path = id.to_string();
-    let from_path = path
-        .rsplit_once("dev_")
-        .and_then(|(_, a)| parse_address(&a.replace('_', ":")));
-    let info = bz.get_device_info(id).await.ok();
+async fn look_up(bz: &bluez_async::BluetoothSession, path: &str) -> Option<Seen> {
+    let id: DeviceId = path.parse().ok()?;
+    let from_path = address_from_path(path);
+    let info = bz.get_device_info(&id).await.ok();
     let address = from_path.or_else(|| {
         info.as_ref()
             .and_then(|i| parse_address(&i.mac_address.to_string()))

@@ -5,7 +5,8 @@
 //! - [`values`]: addresses, UUIDs, GATT number types. [`filter`]: repeats and rate limit.
 //! - [`advert`]: one advertisement or GATT value of one device to at most one reading.
 //! - [`cli`]: `sensorgate decode ble`.
-//! - `input` and `gatt` (feature `ble`): the BLE runtime on its own thread.
+//! - `input`, `gatt` and `signals` (feature `ble`): the BLE runtime on its own thread;
+//!   `signals` reads BlueZ's advertisement signals in bulk.
 //!
 //! **Architecture Invariant:** btleplug runs on its own thread with its own current-thread
 //! tokio runtime, restarted with backoff after a panic; nothing in the BLE stack can stop
@@ -21,3 +22,5 @@ pub mod values;
 mod gatt;
 #[cfg(feature = "ble")]
 pub mod input;
+#[cfg(feature = "ble")]
+mod signals;

@@ -37,6 +37,8 @@ pub const SET_LAST_ID: &str =
 pub const COUNT: &str = "SELECT count(*) FROM outbox";
 pub const OLDEST: &str = "SELECT created_ms FROM outbox ORDER BY id LIMIT 1";
 pub const META_GET: &str = "SELECT value FROM meta WHERE key = ?1";
+pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
+pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const META_ADD: &str = "UPDATE meta SET value = value + ?2 WHERE key = ?1";
 pub const SCAN_BYTES: &str =
     "SELECT coalesce(sum(length(topic) + length(payload)), 0), count(*) FROM outbox";
