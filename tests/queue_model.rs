@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use sensorgate::config::{Qos, WhenFull};
 use sensorgate::mapping::NewMessage;
-use sensorgate::queue::{Queue, QueueOptions, ROW_OVERHEAD};
+use sensorgate::queue::{Confirmed, Queue, QueueOptions, ROW_OVERHEAD};
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone)]
@@ -15,6 +15,9 @@ enum Op {
     Ack(Vec<usize>),
     /// Ack an id that is not pending.
     AckUnknown,
+    /// Ack as the uplink does, with the sizes it read: messages at these positions among
+    /// all ever appended (some may be gone by now, evicted, expired or acked).
+    AckRead(Vec<usize>),
     /// Expire messages created before the n-th oldest pending one.
     Expire(usize),
     Reopen,
@@ -25,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec(0usize..300, 1..20).prop_map(Op::Append),
         3 => prop::collection::vec(0usize..1000, 0..10).prop_map(Op::Ack),
         1 => Just(Op::AckUnknown),
+        3 => prop::collection::vec(0usize..1000, 0..10).prop_map(Op::AckRead),
         1 => (0usize..10).prop_map(Op::Expire),
         1 => Just(Op::Reopen),
     ]
@@ -54,6 +58,8 @@ proptest! {
         let mut q = Queue::open(&path, opts.clone()).unwrap();
         let mut model: VecDeque<M> = VecDeque::new();
         let (mut next_id, mut dropped, mut expired, mut clock) = (1i64, 0u64, 0u64, 0i64);
+        // Every message ever appended (stored or not): id and topic + payload bytes.
+        let mut appended: Vec<(i64, u64)> = Vec::new();
 
         for op in ops {
             match op {
@@ -63,13 +69,15 @@ proptest! {
                         clock += 1;
                         NewMessage {
                             seq: next_id + i as i64,
-                            topic: format!("t/{}", next_id + i as i64),
+                            // Some topics are not ASCII: sizes count bytes, not characters.
+                            topic: format!("t/{}{}", if i % 3 == 0 { "é" } else { "" }, next_id + i as i64),
                             payload: vec![b'x'; *len],
                             qos: Qos::AtLeastOnce,
                             retain: false,
                             created_ms: clock,
                         }
                     }).collect();
+                    appended.extend(batch.iter().map(|m| (m.seq, (m.topic.len() + m.payload.len()) as u64)));
                     let got = q.append(&batch).unwrap();
                     let mut bytes: u64 = model.iter().map(size).sum();
                     let incoming: u64 = batch.iter().map(Queue::size_of).sum();
@@ -108,6 +116,18 @@ proptest! {
                     model.retain(|m| !ids.contains(&m.id));
                     prop_assert_eq!(n, before - model.len());
                 }
+                Op::AckRead(positions) => {
+                    if appended.is_empty() { continue; }
+                    let picked: Vec<(i64, u64)> = positions.iter().map(|p| appended[p % appended.len()]).collect();
+                    let rows = Confirmed {
+                        ids: picked.iter().map(|(id, _)| *id).collect(),
+                        bytes: picked.iter().map(|(_, b)| *b).sum(),
+                    };
+                    let n = q.ack_known(&rows).unwrap();
+                    let before = model.len();
+                    model.retain(|m| !rows.ids.contains(&m.id));
+                    prop_assert_eq!(n, before - model.len());
+                }
                 Op::AckUnknown => {
                     prop_assert_eq!(q.ack(&[next_id + 1000, -5]).unwrap(), 0);
                 }
@@ -126,7 +146,7 @@ proptest! {
             }
             // After every step: the pending rows, their order, the sizes and the counters.
             let rows = q.fetch_after(0, 100_000).unwrap();
-            let got: Vec<M> = rows.iter().map(|r| M { id: r.id, topic: r.topic.clone(), payload: r.payload.clone(), created: r.created_ms }).collect();
+            let got: Vec<M> = rows.iter().map(|r| M { id: r.id, topic: r.topic.to_string(), payload: r.payload.to_vec(), created: r.created_ms }).collect();
             prop_assert_eq!(&got, &model.iter().cloned().collect::<Vec<_>>());
             let stats = q.stats(clock).unwrap();
             prop_assert_eq!(stats.pending, model.len() as u64);

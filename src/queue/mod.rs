@@ -26,8 +26,10 @@ pub use files::{open_or_reset, read_oldest, read_stats};
 
 use crate::config::{Qos, WhenFull};
 use crate::mapping::NewMessage;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use bytes::{Bytes, BytesMut};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes accounted per row beyond topic and payload (row header, id, integers, index).
@@ -42,14 +44,48 @@ pub struct QueueOptions {
 }
 
 /// A message waiting in the queue.
+///
+/// Rows read together share their memory: the payloads are slices of one buffer, and a
+/// topic repeated among them is one `Arc`. Reading a backlog then costs no allocation per
+/// row, and the memory goes back in a few large pieces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub id: i64,
-    pub topic: String,
-    pub payload: Vec<u8>,
+    pub topic: Arc<str>,
+    pub payload: Bytes,
     pub qos: Qos,
     pub retain: bool,
     pub created_ms: i64,
+}
+
+/// Rows the broker confirmed, waiting to be deleted: their ids, and the sum of their
+/// topic and payload bytes as the uplink read them (see [`Queue::ack_known`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub ids: Vec<i64>,
+    pub bytes: u64,
+}
+
+impl Confirmed {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Confirmed) {
+        self.ids.extend(other.ids);
+        self.bytes += other.bytes;
+    }
+}
+
+impl Stored {
+    /// Topic and payload bytes, as the size accounting counts them.
+    pub fn bytes(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64
+    }
 }
 
 /// What one [`Queue::append`] did.
@@ -331,38 +367,53 @@ impl Queue {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<Stored>, QueueError> {
-        let run = || -> Result<Vec<Stored>, rusqlite::Error> {
-            let mut stmt = self.conn.prepare_cached(sql::FETCH_RANGE)?;
-            let rows = stmt.query_map(params![after, limit as i64, upto], |r| {
-                Ok(Stored {
-                    id: r.get(0)?,
-                    topic: r.get(1)?,
-                    payload: r.get(2)?,
-                    qos: if r.get::<_, i64>(3)? == 0 {
-                        Qos::AtMostOnce
-                    } else {
-                        Qos::AtLeastOnce
-                    },
-                    retain: r.get(4)?,
-                    created_ms: r.get(5)?,
-                })
-            })?;
-            rows.collect()
+        fetch_range(&self.conn, after, upto, limit).map_err(|e| self.err(e))
+    }
+
+    /// A second, read-only connection to this queue for the uplink's reads. In WAL mode it
+    /// reads while this one appends and deletes, so reading ahead waits for neither.
+    pub fn reader(&self) -> Result<Reader, QueueError> {
+        let err = |source| QueueError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
         };
-        run().map_err(|e| self.err(e))
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // Reads go forward through the table: a small page cache is enough.
+        conn.pragma_update(None, "cache_size", -256).map_err(err)?;
+        Ok(Reader {
+            conn,
+            path: self.path.clone(),
+        })
     }
 
     /// Deletes acknowledged messages; ids no longer present (evicted meanwhile) are skipped.
-    /// Returns how many rows were deleted.
+    /// Returns how many rows were deleted. Each run of ids is sized by a scan first; the
+    /// uplink, which knows the sizes it read, uses [`Queue::ack_known`].
     pub fn ack(&mut self, ids: &[i64]) -> Result<usize, QueueError> {
+        self.delete_confirmed(ids, None)
+    }
+
+    /// Deletes the rows the broker confirmed, trusting `rows.bytes` for the accounting
+    /// when every one of them is still there. Ids are never reused and a row is never
+    /// changed, so the sizes the uplink read are the sizes stored. If any row is gone
+    /// (evicted, expired or purged meanwhile) the transaction is rolled back and redone
+    /// with each run sized by a scan, as [`Queue::ack`] does.
+    pub fn ack_known(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
+        self.delete_confirmed(&rows.ids, Some(rows.bytes))
+    }
+
+    fn delete_confirmed(&mut self, ids: &[i64], known: Option<u64>) -> Result<usize, QueueError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        // Acknowledged ids come in runs (a window, a batch): each run is sized and deleted
-        // as a range, two statements per run instead of one per row.
+        // Acknowledged ids come in runs (a window, a batch): each run is deleted as a range.
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
+        // A repeated id would make the known total wrong: size by scan instead.
+        let known = known.filter(|_| sorted.len() == ids.len());
         let mut ranges: Vec<(i64, i64)> = Vec::new();
         for id in sorted {
             match ranges.last_mut() {
@@ -370,7 +421,28 @@ impl Queue {
                 _ => ranges.push((id, id)),
             }
         }
-        let run = |conn: &mut Connection| -> Result<(usize, u64), rusqlite::Error> {
+        // Sizes known: one statement per run, and the count of deleted rows must match.
+        let fast =
+            |conn: &mut Connection, bytes: u64| -> Result<Option<(usize, u64)>, rusqlite::Error> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut n = 0;
+                {
+                    let mut del = tx.prepare_cached(sql::DELETE_RANGE)?;
+                    for (lo, hi) in &ranges {
+                        n += del.execute(params![lo, hi])?;
+                    }
+                }
+                if n != ids.len() {
+                    return Ok(None); // dropping `tx` rolls it back
+                }
+                let freed = bytes + n as u64 * ROW_OVERHEAD;
+                tx.prepare_cached(sql::META_ADD)?
+                    .execute(params!["bytes", -(freed as i64)])?;
+                tx.commit()?;
+                Ok(Some((n, freed)))
+            };
+        // Sizes unknown: each run is sized, then deleted.
+        let scan = |conn: &mut Connection| -> Result<(usize, u64), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut freed = 0u64;
             let mut n = 0;
@@ -391,6 +463,13 @@ impl Queue {
                 .execute(params!["bytes", -(freed as i64)])?;
             tx.commit()?;
             Ok((n, freed))
+        };
+        let run = |conn: &mut Connection| match known {
+            Some(bytes) => match fast(conn, bytes)? {
+                Some(done) => Ok(done),
+                None => scan(conn),
+            },
+            None => scan(conn),
         };
         // A delete lost to a power cut only means a duplicate, which QoS 1 allows: deletes
         // skip the fsync (the next insert's FULL commit syncs the WAL anyway). The pragmas
@@ -468,6 +547,99 @@ impl Queue {
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .map_err(|e| self.err(e))
     }
+}
+
+/// A read-only connection to the queue ([`Queue::reader`]).
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Reader {
+    /// As [`Queue::fetch_range`].
+    pub fn fetch_range(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, QueueError> {
+        fetch_range(&self.conn, after, upto, limit).map_err(|source| QueueError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// How many distinct topics one read remembers, to share each one among its rows.
+const TOPICS_PER_READ: usize = 16;
+
+fn fetch_range(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<Stored>, rusqlite::Error> {
+    struct Row {
+        id: i64,
+        topic: Arc<str>,
+        end: usize,
+        qos: Qos,
+        retain: bool,
+        created_ms: i64,
+    }
+    let mut stmt = conn.prepare_cached(sql::FETCH_RANGE)?;
+    let mut rows = stmt.query(params![after, limit as i64, upto])?;
+    let mut found: Vec<Row> = Vec::new();
+    let mut payloads = BytesMut::new();
+    let mut topics: Vec<Arc<str>> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let topic = r.get_ref(1)?;
+        let topic = match topics
+            .iter()
+            .find(|t| t.as_bytes() == topic.as_bytes().unwrap_or(&[]))
+        {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(topic.as_str()?);
+                if topics.len() == TOPICS_PER_READ {
+                    topics.remove(0);
+                }
+                topics.push(t.clone());
+                t
+            }
+        };
+        // A payload is a BLOB as the gateway writes it; TEXT (another writer) reads the same.
+        payloads.extend_from_slice(r.get_ref(2)?.as_bytes_or_null()?.unwrap_or_default());
+        found.push(Row {
+            id: r.get(0)?,
+            topic,
+            end: payloads.len(),
+            qos: if r.get::<_, i64>(3)? == 0 {
+                Qos::AtMostOnce
+            } else {
+                Qos::AtLeastOnce
+            },
+            retain: r.get(4)?,
+            created_ms: r.get(5)?,
+        });
+    }
+    let payloads = payloads.freeze();
+    let mut start = 0;
+    Ok(found
+        .into_iter()
+        .map(|r| {
+            let payload = payloads.slice(start..r.end);
+            start = r.end;
+            Stored {
+                id: r.id,
+                topic: r.topic,
+                payload,
+                qos: r.qos,
+                retain: r.retain,
+                created_ms: r.created_ms,
+            }
+        })
+        .collect())
 }
 
 fn meta(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {

@@ -71,7 +71,7 @@ impl Ahead {
         let mut pick: Option<usize> = None;
         for (i, w) in self.rows.iter().enumerate() {
             let Some(w) = w else { continue };
-            if seen.contains(&w.row.topic.as_str()) {
+            if seen.contains(&&*w.row.topic) {
                 continue;
             }
             if force || w.due <= now || self.count_from(i, max) >= max {
@@ -137,7 +137,7 @@ mod tests {
         Stored {
             id,
             topic: topic.into(),
-            payload: id.to_string().into_bytes(),
+            payload: id.to_string().into_bytes().into(),
             qos: Qos::AtLeastOnce,
             retain: false,
             created_ms,

@@ -19,14 +19,15 @@
 //! still in the queue and are read again after the next CONNACK.
 
 use crate::config::Qos;
+use crate::queue::Confirmed;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 /// What a request handed to rumqttc stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    /// Queue rows: one, or a batch.
-    Rows { ids: Vec<i64>, qos: Qos },
+    /// Queue rows: one, or a batch (their ids and bytes as read).
+    Rows { rows: Confirmed, qos: Qos },
     /// A message of the gateway's own (birth, health): nothing to delete.
     Control { qos: Qos },
 }
@@ -47,12 +48,12 @@ pub struct Flight {
     window: u64,
     next_pos: u64,
     sent: VecDeque<(u64, Item)>,
-    awaiting: HashMap<u16, (u64, Vec<i64>, Instant)>,
+    awaiting: HashMap<u16, (u64, Confirmed, Instant)>,
     /// Position of every request not yet confirmed, with when it was written (None while
     /// rumqttc has not written it yet). Positions are written in order.
     outstanding: BTreeMap<u64, Option<Instant>>,
     /// Rows whose delivery is confirmed, not yet deleted from the queue.
-    pub acked: Vec<i64>,
+    pub acked: Confirmed,
     /// Bumped by every reset, so a reader of the queue knows its view is stale.
     pub epoch: u64,
     pub online: bool,
@@ -71,7 +72,7 @@ impl Flight {
             sent: VecDeque::new(),
             awaiting: HashMap::new(),
             outstanding: BTreeMap::new(),
-            acked: Vec::new(),
+            acked: Confirmed::default(),
             epoch: 0,
             online: false,
             aliases: HashMap::new(),
@@ -133,8 +134,8 @@ impl Flight {
             .pop_front()
             .ok_or(Mismatch::UnknownPublish(pkid))?;
         let (qos, rows) = match item {
-            Item::Rows { ids, qos } => (qos, ids),
-            Item::Control { qos } => (qos, Vec::new()),
+            Item::Rows { rows, qos } => (qos, rows),
+            Item::Control { qos } => (qos, Confirmed::default()),
         };
         match (qos, pkid) {
             (Qos::AtMostOnce, 0) => {
@@ -198,9 +199,17 @@ mod tests {
 
     const Q1: Qos = Qos::AtLeastOnce;
 
+    /// Rows of 10 bytes each.
+    fn confirmed(ids: &[i64]) -> Confirmed {
+        Confirmed {
+            ids: ids.to_vec(),
+            bytes: 10 * ids.len() as u64,
+        }
+    }
+
     fn row(id: i64) -> Item {
         Item::Rows {
-            ids: vec![id],
+            rows: confirmed(&[id]),
             qos: Q1,
         }
     }
@@ -217,7 +226,7 @@ mod tests {
         f.on_publish(2, now).unwrap();
         f.on_publish(3, now).unwrap();
         assert_eq!(f.on_puback(3), Some(1));
-        assert_eq!(f.acked, vec![12]);
+        assert_eq!(f.acked, confirmed(&[12]));
         assert_eq!(f.on_puback(1), Some(1));
         assert_eq!(
             f.on_puback(1),
@@ -225,7 +234,7 @@ mod tests {
             "a second ack for the same pkid confirms nothing"
         );
         assert_eq!(f.on_puback(2), Some(1));
-        assert_eq!(f.acked, vec![12, 10, 11]);
+        assert_eq!(f.acked, confirmed(&[12, 10, 11]));
         assert_eq!(f.in_flight(), 0);
     }
 
@@ -255,14 +264,14 @@ mod tests {
         let mut f = Flight::new(4);
         f.on_sent(Item::Control { qos: Q1 });
         f.on_sent(Item::Rows {
-            ids: vec![5],
+            rows: confirmed(&[5]),
             qos: Qos::AtMostOnce,
         });
         f.on_publish(7, now).unwrap();
         f.on_publish(0, now).unwrap();
-        assert_eq!(f.acked, vec![5]);
+        assert_eq!(f.acked, confirmed(&[5]));
         assert_eq!(f.on_puback(7), Some(0));
-        assert!(f.acked == vec![5] && f.in_flight() == 0);
+        assert!(f.acked == confirmed(&[5]) && f.in_flight() == 0);
     }
 
     #[test]
@@ -287,16 +296,16 @@ mod tests {
         let mut f = Flight::new(4);
         f.online = true;
         f.on_sent(Item::Rows {
-            ids: vec![3, 4, 7],
+            rows: confirmed(&[3, 4, 7]),
             qos: Q1,
         });
         f.on_sent(row(8));
         f.on_publish(1, now).unwrap();
         f.on_publish(2, now).unwrap();
         assert_eq!(f.on_puback(2), Some(1));
-        assert_eq!(f.acked, vec![8]);
+        assert_eq!(f.acked, confirmed(&[8]));
         assert_eq!(f.on_puback(1), Some(3));
-        assert_eq!(f.acked, vec![8, 3, 4, 7]);
+        assert_eq!(f.acked, confirmed(&[8, 3, 4, 7]));
     }
 
     #[test]
@@ -333,7 +342,7 @@ mod tests {
         f.on_puback(1);
         f.reset();
         assert!(!f.online);
-        assert_eq!(f.acked, vec![1]);
+        assert_eq!(f.acked, confirmed(&[1]));
         assert_eq!(f.in_flight(), 0);
         assert_eq!(f.on_puback(2), None);
         assert_eq!(f.epoch, 1);

@@ -26,6 +26,7 @@ pub mod tls;
 use crate::config::{Connection, MqttConfig, Protocol, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
+use crate::queue::{Confirmed, QueueError, Reader, Stored};
 use ahead::{Ahead, Waiting};
 use flight::{Flight, Item};
 use link::{Client, EventLoop, LinkEvent, Outbound};
@@ -33,6 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -120,7 +122,7 @@ pub async fn run(
     let acked = std::mem::take(&mut handle.flight().acked);
     let n = acked.len();
     let q = queue.clone();
-    match tokio::task::spawn_blocking(move || lock(&q).ack(&acked)).await {
+    match tokio::task::spawn_blocking(move || lock(&q).ack_known(&acked)).await {
         Ok(Ok(_)) => debug!(rows = n, "Deleted the last confirmed rows."),
         Ok(Err(e)) => {
             warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.")
@@ -434,13 +436,13 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
     };
     match &cfg.batch {
         None => {
-            out.topic = first.topic.clone();
-            out.payload = rows[0].row.payload.clone();
+            out.topic = first.topic.to_string();
+            out.payload = rows[0].row.payload.to_vec();
         }
         Some(b) => {
-            out.payload = batch::encode(b, rows.iter().map(|w| w.row.payload.as_slice()));
+            out.payload = batch::encode(b, rows.iter().map(|w| w.row.payload.as_ref()));
             if v5 {
-                out.topic = first.topic.clone();
+                out.topic = first.topic.to_string();
                 out.content_type = Some(b.suffix());
             } else {
                 out.topic = format!("{}/{}", first.topic, b.suffix());
@@ -465,7 +467,14 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
             out.alias_only = known;
         }
     }
-    (out, Item::Rows { ids, qos })
+    let bytes = rows.iter().map(|w| w.row.bytes()).sum();
+    (
+        out,
+        Item::Rows {
+            rows: Confirmed { ids, bytes },
+            qos,
+        },
+    )
 }
 
 /// Where the pump stands in an on_demand window.
@@ -476,12 +485,43 @@ enum Closing {
     Disconnecting,
 }
 
+/// The most rows one read takes. Reads run while the rows read before are sent, so small
+/// reads lose nothing, and every buffer of a read stays below glibc's mmap threshold
+/// (128 KiB): freeing a larger block raises that threshold and the heap then keeps more.
+const READ_CHUNK: usize = 1024;
+
+/// A delete of confirmed rows on the blocking pool: its result, and the rows (handed back
+/// to the flight if the delete failed).
+type Deleting = JoinHandle<(Result<usize, QueueError>, Confirmed)>;
+
+/// A read ahead on the blocking pool (on the pump's own connection when it has one).
+type Reading = JoinHandle<(Option<Reader>, Result<Vec<Stored>, QueueError>)>;
+
+/// What a read was for: the fresh rows or the backlog, up to which id, how many rows were
+/// asked for, and under which connection.
+struct ReadPlan {
+    fresh: bool,
+    end: i64,
+    want: usize,
+    epoch: u64,
+}
+
+/// Waits for a task that may not be there (then forever).
+async fn finished<T, P>(task: &mut Option<(JoinHandle<T>, P)>) -> Result<T, JoinError> {
+    match task {
+        Some((t, _)) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Deletes confirmed rows and hands new messages to rumqttc while the window has room.
 ///
 /// Rows are read ahead (two windows' worth of messages), so SQLite is read in bulk rather
-/// than once per acknowledgement, and deletes are batched while rows wait to be sent. With
-/// `live_first`, rows committed after the connection came up (`fresh`) go before the
-/// backlog (`old`).
+/// than once per acknowledgement. Deleting and reading are separate trips to the blocking
+/// pool that run side by side, at most one of each: the read on a read-only connection of
+/// its own (WAL lets it read while the writer deletes), the delete on the shared queue.
+/// While a delete runs, confirmations pile up for the next one. With `live_first`, rows
+/// committed after the connection came up (`fresh`) go before the backlog (`old`).
 async fn pump(
     cfg: Arc<MqttConfig>,
     handle: Handle,
@@ -506,11 +546,29 @@ async fn pump(
     let mut epoch = u64::MAX;
     let mut closing = Closing::Open;
     let mut pipeline_open = true;
+    // The pump's own connection for reads; without one, reads go through the shared queue.
+    let mut reader = {
+        let q = queue.clone();
+        match tokio::task::spawn_blocking(move || lock(&q).reader()).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Cannot open a second connection to the queue; reads share the writer's.");
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    // The trips to the blocking pool under way, with when each started (for the watchdog).
+    let mut deleting: Option<(Deleting, u64)> = None;
+    let mut reading: Option<(Reading, (ReadPlan, u64))> = None;
+    // After a failed trip, no new one before this.
+    let mut db_pause: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let now_ms = crate::service::now_ms() as i64;
+        let db_ready = db_pause.is_none_or(|t| now >= t);
         // 1. Hand over what fits, and see what is left to do.
-        let (acked, read, want, last, wait_until) = {
+        let (acked, read, wait_until) = {
             let mut f = handle.flight();
             if f.epoch != epoch {
                 // A new connection: every row left in the queue is unconfirmed.
@@ -564,19 +622,55 @@ async fn pump(
                     .flatten()
                     .min();
             }
+            if let Some(t) = db_pause.filter(|_| !db_ready) {
+                wait_until = Some(wait_until.map_or(t, |w| w.min(t)));
+            }
             let room = read_ahead.saturating_sub(fresh.len() + old.len());
-            let read = room > 0 && (fresh_cursor < last || old_cursor < split);
-            // Confirmed rows must be gone before the queue is read again from the start;
-            // otherwise they are deleted in batches, or when there is nothing else to do.
-            let idle = fresh.is_empty() && old.is_empty() && !read;
-            let delete_now = reread || f.acked.len() >= window || idle;
+            let want_read = room > 0 && (fresh_cursor < last || old_cursor < split);
+            let idle = fresh.is_empty() && old.is_empty() && !want_read;
+            // Confirmed rows are deleted a window's worth at a time, or at once when there
+            // is nothing else to do or the queue is about to be read from the start.
+            let delete_now = db_ready
+                && deleting.is_none()
+                && !f.acked.is_empty()
+                && (reread || f.acked.len() >= window || idle);
             let acked = if delete_now {
                 std::mem::take(&mut f.acked)
             } else {
-                Vec::new()
+                Confirmed::default()
             };
-            // on_demand: everything sent and confirmed ends the window.
-            if on_demand && f.online && idle && acked.is_empty() && f.in_flight() == 0 {
+            // Confirmed rows must be gone before the queue is read again from the start.
+            let deletes_pending = deleting.is_some() || !acked.is_empty() || !f.acked.is_empty();
+            let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
+                .then(|| {
+                    let room = room.min(READ_CHUNK);
+                    // Fresh rows first; the backlog when there are none.
+                    if fresh_cursor < last {
+                        (
+                            fresh_cursor,
+                            i64::MAX,
+                            ReadPlan {
+                                fresh: true,
+                                end: last,
+                                want: room,
+                                epoch,
+                            },
+                        )
+                    } else {
+                        (
+                            old_cursor,
+                            split,
+                            ReadPlan {
+                                fresh: false,
+                                end: split,
+                                want: room,
+                                epoch,
+                            },
+                        )
+                    }
+                });
+            // on_demand: everything sent, confirmed and deleted ends the window.
+            if on_demand && f.online && idle && !deletes_pending && f.in_flight() == 0 {
                 match closing {
                     Closing::Open => {
                         let next = f.next_window.map(rfc3339).unwrap_or_default();
@@ -599,91 +693,122 @@ async fn pump(
                     Closing::Disconnecting => {}
                 }
             }
-            (acked, read, room, last, wait_until)
+            (acked, read, wait_until)
         };
-        if acked.is_empty() && !read {
-            let sleep = async {
-                match wait_until {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
+        // 2. Start the trips to the blocking pool that are due.
+        if !acked.is_empty() {
+            let q = queue.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let result = lock(&q).ack_known(&acked);
+                (result, acked)
+            });
+            deleting = Some((task, crate::service::now_ms()));
+        }
+        if let Some((after, upto, plan)) = read {
+            let q = queue.clone();
+            let own = reader.take();
+            let want = plan.want;
+            let task = tokio::task::spawn_blocking(move || match own {
+                Some(r) => {
+                    let rows = r.fetch_range(after, upto, want);
+                    (Some(r), rows)
                 }
-            };
-            tokio::select! {
-                _ = handle.wake.notified() => {}
-                r = committed.changed(), if pipeline_open => pipeline_open = r.is_ok(),
-                _ = sleep => {}
-                _ = cancel.cancelled() => return,
-            }
-            continue;
+                None => (None, lock(&q).fetch_range(after, upto, want)),
+            });
+            reading = Some((task, (plan, crate::service::now_ms())));
         }
-        // 2. Delete what was confirmed, then read ahead, in one trip to the blocking pool.
-        let q = queue.clone();
-        let n_acked = acked.len();
-        // Fresh rows first; the backlog when there are none.
-        let range = if !read {
-            None
-        } else if fresh_cursor < last {
-            Some((true, fresh_cursor, i64::MAX))
-        } else {
-            Some((false, old_cursor, split))
-        };
-        metrics
-            .uplink_db_since
-            .store(crate::service::now_ms(), Relaxed);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut q = lock(&q);
-            if let Err(e) = q.ack(&acked) {
-                return (Err(e), acked);
+        // The watchdog looks at the oldest trip still under way.
+        let since = [
+            deleting.as_ref().map(|d| d.1),
+            reading.as_ref().map(|r| r.1 .1),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0);
+        metrics.uplink_db_since.store(since, Relaxed);
+
+        // 3. Wait for something to change.
+        let sleep = async {
+            match wait_until {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
             }
-            let rows = match range {
-                Some((_, after, upto)) => q.fetch_range(after, upto, want),
-                None => Ok(Vec::new()),
-            };
-            (rows, Vec::new())
-        })
-        .await;
-        metrics.uplink_db_since.store(0, Relaxed);
-        let rows = match result {
-            Ok((Ok(rows), _)) => rows,
-            Ok((Err(e), unsaved)) => {
-                error!(error = %e, "Queue read or delete failed; retrying in 1s.");
-                handle.flight().acked.extend(unsaved);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = cancel.cancelled() => return,
+        };
+        tokio::select! {
+            done = finished(&mut deleting) => {
+                deleting = None;
+                match done {
+                    Ok((Ok(_), _)) => Metrics::add(&metrics.progress, 1),
+                    Ok((Err(e), unsaved)) => {
+                        error!(error = %e, "Queue delete failed; retrying in 1s.");
+                        handle.flight().acked.extend(unsaved);
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    Err(e) => {
+                        error!(error = %e, "Queue delete task failed; retrying in 1s.");
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                    }
                 }
-                continue;
             }
-            Err(e) => {
-                error!(error = %e, "Queue task failed; retrying in 1s.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            done = finished(&mut reading) => {
+                let Some((_, (plan, _))) = reading.take() else { continue };
+                let rows = match done {
+                    Ok((own, Ok(rows))) => {
+                        reader = own;
+                        rows
+                    }
+                    Ok((own, Err(e))) => {
+                        reader = own;
+                        error!(error = %e, "Queue read failed; retrying in 1s.");
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "Queue read task failed; retrying in 1s.");
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                if plan.epoch != handle.flight().epoch {
+                    continue; // read under an older connection: the next round starts over
+                }
+                reread = false;
+                let (ahead, cursor) = if plan.fresh {
+                    (&mut fresh, &mut fresh_cursor)
+                } else {
+                    (&mut old, &mut old_cursor)
+                };
+                // No more rows up to `end` means the cursor may skip to it (ids are never
+                // reused, so nothing can appear below it later).
+                *cursor = if rows.len() < plan.want {
+                    plan.end.max(rows.last().map_or(0, |r| r.id))
+                } else {
+                    rows.last().map_or(*cursor, |r| r.id)
+                };
+                let now = Instant::now();
+                let now_ms = crate::service::now_ms() as i64;
+                for row in rows {
+                    ahead.push(row, now, now_ms, max_delay);
+                }
             }
-        };
-        if n_acked > 0 {
-            Metrics::add(&metrics.progress, 1);
-        }
-        if handle.flight().epoch != epoch {
-            continue; // read under an older connection: the next round starts over
-        }
-        reread = false;
-        if let Some((is_fresh, _, upto)) = range {
-            let (ahead, cursor, end) = if is_fresh {
-                (&mut fresh, &mut fresh_cursor, last)
-            } else {
-                (&mut old, &mut old_cursor, upto)
-            };
-            // No more rows up to `end` means the cursor may skip to it (ids are never
-            // reused, so nothing can appear below it later).
-            *cursor = if rows.len() < want {
-                end.max(rows.last().map_or(0, |r| r.id))
-            } else {
-                rows.last().map_or(*cursor, |r| r.id)
-            };
-            let now = Instant::now();
-            let now_ms = crate::service::now_ms() as i64;
-            for row in rows {
-                ahead.push(row, now, now_ms, max_delay);
+            _ = handle.wake.notified() => {}
+            r = committed.changed(), if pipeline_open => pipeline_open = r.is_ok(),
+            _ = sleep => {
+                if db_pause.is_some_and(|t| Instant::now() >= t) {
+                    db_pause = None;
+                }
+            }
+            _ = cancel.cancelled() => {
+                // A delete under way finishes; rows it could not delete go back to the
+                // flight for the last delete at shutdown.
+                if let Some((task, _)) = deleting.take() {
+                    if let Ok((Err(_), unsaved)) = task.await {
+                        handle.flight().acked.extend(unsaved);
+                    }
+                }
+                metrics.uplink_db_since.store(0, Relaxed);
+                return;
             }
         }
     }
