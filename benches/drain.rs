@@ -3,7 +3,10 @@
 //! broker, in the same run; and the peak RSS of a gateway holding (and then draining) a
 //! backlog of a million messages.
 //!
-//! `cargo bench --bench drain` (add `-- --quick` for a smoke run).
+//! `cargo bench --bench drain` (add `-- --quick` for a smoke run). The replay of the million
+//! in batches of 100 is reported from the gateway's start (queue check and connect included)
+//! and once rows are being deleted. `SENSORGATE_BENCH_BASELINE_BIN=<binary>` replays the same
+//! backlog with another build as well, in alternating runs, and prints the ratio.
 
 mod common;
 
@@ -66,7 +69,11 @@ fn gateway_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
 }
 
 fn spawn_gateway(config: &Path) -> std::process::Child {
-    Command::new(BIN)
+    spawn_binary(Path::new(BIN), config)
+}
+
+fn spawn_binary(bin: &Path, config: &Path) -> std::process::Child {
+    Command::new(bin)
         .arg("run")
         .arg("-c")
         .arg(config)
@@ -77,11 +84,28 @@ fn spawn_gateway(config: &Path) -> std::process::Child {
 
 /// Runs the gateway on a prefilled queue until it is empty. Returns (messages/s, peak RSS kB).
 fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
-    gateway_drain_with(broker, msgs, "")
+    let d = gateway_drain_with(broker, msgs, "");
+    (d.rate, d.peak_kb)
+}
+
+/// One drain of a prefilled queue.
+struct Drain {
+    /// Rows per second from the gateway's start (open, integrity check, connect included)
+    /// until the queue is empty.
+    rate: f64,
+    /// Rows per second once rows are being deleted: from the first probe that sees rows
+    /// gone until the queue is empty (the rows already gone by then are not counted).
+    steady: f64,
+    peak_kb: u64,
 }
 
 /// The same, with more config (e.g. `[mqtt.batch]`). Rates are queue rows (readings) per second.
-fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> (f64, u64) {
+fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> Drain {
+    binary_drain(Path::new(BIN), broker, msgs, extra)
+}
+
+/// The same, with another gateway binary.
+fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> Drain {
     let dir = tempfile::tempdir().unwrap();
     prefill(&dir.path().join("state"), msgs);
     let cfg = gateway_config(
@@ -90,28 +114,36 @@ fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> (
         extra,
     );
     let db = dir.path().join("state/queue.db");
+    let first_id = msgs[0].seq;
     let t0 = Instant::now();
-    let mut child = spawn_gateway(&cfg);
+    let mut child = spawn_binary(bin, &cfg);
     let mut peak = 0;
-    // A cheap probe (not count(*)), so that watching costs the gateway no CPU.
+    // Cheap probes (an index lookup, not count(*)), so that watching costs the gateway no
+    // CPU. Rows are deleted oldest first, so the lowest id left tells how many are gone.
     let probe =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
+    let mut first_gone: Option<(Instant, i64)> = None;
     loop {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
         peak = peak.max(rss_kb(child.id()).1);
-        let empty: bool = probe
-            .query_row("SELECT NOT EXISTS (SELECT 1 FROM outbox)", [], |r| r.get(0))
-            .unwrap_or(false);
-        if empty {
-            break;
+        let lowest: Option<i64> = probe
+            .query_row("SELECT min(id) FROM outbox", [], |r| r.get(0))
+            .unwrap_or(Some(first_id));
+        match lowest {
+            None => break,
+            Some(id) if id > first_id && first_gone.is_none() => {
+                first_gone = Some((Instant::now(), id - first_id));
+            }
+            Some(_) => {}
         }
         assert!(
             t0.elapsed() < Duration::from_secs(600),
             "drain took too long"
         );
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let end = Instant::now();
+    let secs = (end - t0).as_secs_f64();
     peak = peak.max(rss_kb(child.id()).1);
     let cpu = common::cpu_seconds(child.id());
     eprintln!(
@@ -120,7 +152,15 @@ fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> (
     );
     let _ = child.kill();
     let _ = child.wait();
-    (msgs.len() as f64 / secs, peak)
+    let steady = match first_gone {
+        Some((t, gone)) if end > t => (msgs.len() as i64 - gone) as f64 / (end - t).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    Drain {
+        rate: msgs.len() as f64 / secs,
+        steady,
+        peak_kb: peak,
+    }
 }
 
 /// `mosquitto_pub -q 1 -l` with the same payloads, one per line.
@@ -261,7 +301,10 @@ fn main() {
         rss as f64 / 1024.0
     );
 
-    // Replay with batches of 100 (issue 5): rows are still deleted only on PUBACK.
+    // Replay with batches of 100 (issue 5): rows are still deleted only on PUBACK. With
+    // SENSORGATE_BENCH_BASELINE_BIN (e.g. a build of an earlier commit), that binary replays
+    // the same backlog in alternating runs, for a ratio measured in the same session.
+    let baseline = std::env::var_os("SENSORGATE_BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
     for (what, batch) in [
         (
             "JSON arrays",
@@ -272,10 +315,45 @@ fn main() {
             "[mqtt.batch]\nmax_readings = 100\nmax_delay = \"1s\"\ncompression = \"zstd\"\n",
         ),
     ] {
-        let (rate, rss) = gateway_drain_with(&broker, &backlog, batch);
+        let (mut new, mut old) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let d = gateway_drain_with(&broker, &backlog, batch);
+            println!(
+                "  replay run {i} ({what}): {:.0} readings/s from start, {:.0}/s once deleting, peak RSS {:.1} MB",
+                d.rate,
+                d.steady,
+                d.peak_kb as f64 / 1024.0
+            );
+            new.push(d);
+            if let Some(bin) = &baseline {
+                let d = binary_drain(bin, &broker, &backlog, batch);
+                println!(
+                    "  replay run {i} ({what}, baseline binary): {:.0} readings/s from start, {:.0}/s once deleting, peak RSS {:.1} MB",
+                    d.rate,
+                    d.steady,
+                    d.peak_kb as f64 / 1024.0
+                );
+                old.push(d);
+            }
+        }
+        let med = |v: &[Drain]| {
+            (
+                median(v.iter().map(|d| d.rate).collect()),
+                median(v.iter().map(|d| d.steady).collect()),
+                v.iter().map(|d| d.peak_kb).max().unwrap_or(0) as f64 / 1024.0,
+            )
+        };
+        let (rate, steady, rss) = med(&new);
         println!(
-            "replay: {big}-reading backlog in batches of 100 ({what}): {rate:.0} readings/s, peak RSS {:.1} MB (target >= 2000000/s, < 20 MB)",
-            rss as f64 / 1024.0
+            "replay: {big}-reading backlog in batches of 100 ({what}): {rate:.0} readings/s from start, {steady:.0}/s once deleting (medians), highest peak RSS {rss:.1} MB (target >= 2000000/s, < 20 MB)"
         );
+        if !old.is_empty() {
+            let (orate, osteady, orss) = med(&old);
+            println!(
+                "replay: baseline binary: {orate:.0} readings/s from start, {osteady:.0}/s once deleting, highest peak RSS {orss:.1} MB; ratio new/baseline {:.2} from start, {:.2} once deleting",
+                rate / orate,
+                steady / osteady
+            );
+        }
     }
 }
