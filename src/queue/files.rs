@@ -14,7 +14,11 @@ pub fn read_stats(path: &Path, now_ms: i64) -> Result<Stats, QueueError> {
         path: path.display().to_string(),
         source,
     };
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     stats(&conn, now_ms, 0).map_err(err)
 }
@@ -22,12 +26,14 @@ pub fn read_stats(path: &Path, now_ms: i64) -> Result<Stats, QueueError> {
 /// Reads up to `limit` of the oldest pending messages without writing.
 pub fn read_oldest(path: &Path, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
     let q = Queue {
-        conn: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
-            |source| QueueError::Sqlite {
-                path: path.display().to_string(),
-                source,
-            },
-        )?,
+        conn: Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| QueueError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        })?,
         path: path.to_path_buf(),
         opts: QueueOptions {
             max_size: u64::MAX,
