@@ -119,13 +119,10 @@ proptest! {
                 Op::AckRead(positions) => {
                     if appended.is_empty() { continue; }
                     let picked: Vec<(i64, u64)> = positions.iter().map(|p| appended[p % appended.len()]).collect();
-                    let rows = Confirmed {
-                        ids: picked.iter().map(|(id, _)| *id).collect(),
-                        bytes: picked.iter().map(|(_, b)| *b).sum(),
-                    };
+                    let rows: Confirmed = picked.into_iter().collect();
                     let n = q.ack_known(&rows).unwrap();
                     let before = model.len();
-                    model.retain(|m| !rows.ids.contains(&m.id));
+                    model.retain(|m| !rows.ids().contains(&m.id));
                     prop_assert_eq!(n, before - model.len());
                 }
                 Op::AckUnknown => {

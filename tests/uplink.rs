@@ -319,3 +319,51 @@ fn the_satellite_profile_delivers_over_a_slow_long_link() {
     assert_eq!(proxy.accepted(), 1, "one connection, never timed out");
     wait_until("an empty queue", LONG, || gw.pending() == 0);
 }
+
+/// Deletes that fall behind the broker (here another process holds SQLite's write lock, so
+/// none can commit) stop the sending once a window's worth of confirmed rows waits: what a
+/// crash could send twice stays within three windows, and so does memory. Then, with the
+/// lock released, everything is delivered.
+#[test]
+fn sending_waits_for_deletes_that_fall_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path());
+    let sub = Sub5::start(broker.port, "site/#", "t-lag");
+    let proxy = Proxy::start(broker.port);
+    proxy.black_hole();
+    // A window is 4 messages of 10 readings: 40 rows.
+    let mqtt = "inflight = 4\n\n[mqtt.batch]\nmax_readings = 10\nmax_delay = \"50ms\"\n";
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let cfg = base_config(dir.path(), "gw", &url, mqtt) + &synthetic(2000, 20000.0);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    gw.start();
+    wait_until("2000 readings queued", LONG, || gw.pending() == 2000);
+
+    let db = rusqlite::Connection::open(dir.path().join("state/queue.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    proxy.pass();
+    wait_until("the first window delivered", LONG, || {
+        seqs(&sub.readings("site/")).len() >= 40
+    });
+    // Wait until nothing more arrives for a second (without the limit, all 2000 would).
+    let mut seen = 0;
+    let mut still_since = Instant::now();
+    wait_until("delivery stops while deletes cannot commit", LONG, || {
+        let n = seqs(&sub.readings("site/")).len();
+        if n != seen {
+            (seen, still_since) = (n, Instant::now());
+        }
+        still_since.elapsed() > Duration::from_secs(1)
+    });
+    assert!(
+        seen <= 3 * 40,
+        "{seen} readings delivered while none could be deleted (three windows are 120)"
+    );
+    assert_eq!(gw.pending(), 2000, "nothing was deleted under the lock");
+
+    db.execute_batch("COMMIT").unwrap();
+    wait_until("an empty queue", LONG, || gw.pending() == 0);
+    let got = seqs(&sub.readings("site/"));
+    let missing: Vec<u64> = (1..=2000).filter(|s| !got.contains_key(s)).collect();
+    assert!(missing.is_empty(), "missing {missing:?}");
+}

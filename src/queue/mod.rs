@@ -58,15 +58,29 @@ pub struct Stored {
     pub created_ms: i64,
 }
 
-/// Rows the broker confirmed, waiting to be deleted: their ids, and the sum of their
-/// topic and payload bytes as the uplink read them (see [`Queue::ack_known`]).
+/// Rows the broker confirmed, waiting to be deleted: their ids, and each one's topic and
+/// payload bytes as the uplink read them (see [`Queue::ack_known`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Confirmed {
-    pub ids: Vec<i64>,
-    pub bytes: u64,
+    ids: Vec<i64>,
+    sizes: Vec<u64>,
 }
 
 impl Confirmed {
+    pub fn push(&mut self, id: i64, bytes: u64) {
+        self.ids.push(id);
+        self.sizes.push(bytes);
+    }
+
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    /// The topic and payload bytes of all of them.
+    pub fn bytes(&self) -> u64 {
+        self.sizes.iter().sum()
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -77,7 +91,30 @@ impl Confirmed {
 
     pub fn extend(&mut self, other: Confirmed) {
         self.ids.extend(other.ids);
-        self.bytes += other.bytes;
+        self.sizes.extend(other.sizes);
+    }
+
+    /// Takes the first `n` (all when there are fewer), leaving the rest.
+    pub fn take_first(&mut self, n: usize) -> Confirmed {
+        if n >= self.len() {
+            return std::mem::take(self);
+        }
+        let ids = self.ids.split_off(n);
+        let sizes = self.sizes.split_off(n);
+        Confirmed {
+            ids: std::mem::replace(&mut self.ids, ids),
+            sizes: std::mem::replace(&mut self.sizes, sizes),
+        }
+    }
+}
+
+impl FromIterator<(i64, u64)> for Confirmed {
+    fn from_iter<I: IntoIterator<Item = (i64, u64)>>(rows: I) -> Confirmed {
+        let mut c = Confirmed::default();
+        for (id, bytes) in rows {
+            c.push(id, bytes);
+        }
+        c
     }
 }
 
@@ -397,13 +434,13 @@ impl Queue {
         self.delete_confirmed(ids, None)
     }
 
-    /// Deletes the rows the broker confirmed, trusting `rows.bytes` for the accounting
+    /// Deletes the rows the broker confirmed, trusting their sizes for the accounting
     /// when every one of them is still there. Ids are never reused and a row is never
     /// changed, so the sizes the uplink read are the sizes stored. If any row is gone
     /// (evicted, expired or purged meanwhile) the transaction is rolled back and redone
     /// with each run sized by a scan, as [`Queue::ack`] does.
     pub fn ack_known(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
-        self.delete_confirmed(&rows.ids, Some(rows.bytes))
+        self.delete_confirmed(rows.ids(), Some(rows.bytes()))
     }
 
     fn delete_confirmed(&mut self, ids: &[i64], known: Option<u64>) -> Result<usize, QueueError> {

@@ -201,10 +201,7 @@ mod tests {
 
     /// Rows of 10 bytes each.
     fn confirmed(ids: &[i64]) -> Confirmed {
-        Confirmed {
-            ids: ids.to_vec(),
-            bytes: 10 * ids.len() as u64,
-        }
+        ids.iter().map(|id| (*id, 10)).collect()
     }
 
     fn row(id: i64) -> Item {
@@ -329,6 +326,16 @@ mod tests {
             Some((1, false)),
             "a new connection knows no alias"
         );
+    }
+
+    #[test]
+    fn confirmed_rows_split_in_order_with_their_sizes() {
+        let mut c: Confirmed = [(1, 5), (2, 6), (3, 7)].into_iter().collect();
+        let first = c.take_first(2);
+        assert_eq!((first.ids(), first.bytes()), (&[1, 2][..], 11));
+        assert_eq!((c.ids(), c.bytes()), (&[3][..], 7));
+        assert_eq!(c.take_first(10).ids(), &[3]);
+        assert!(c.is_empty());
     }
 
     #[test]
