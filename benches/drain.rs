@@ -6,7 +6,8 @@
 //! `cargo bench --bench drain` (add `-- --quick` for a smoke run). The replay of the million
 //! in batches of 100 is reported from the gateway's start (queue check and connect included)
 //! and once rows are being deleted. `SENSORGATE_BENCH_BASELINE_BIN=<binary>` replays the same
-//! backlog with another build as well, in alternating runs, and prints the ratio.
+//! backlog with another build as well, in alternating runs, and prints the ratio; `-- --replay`
+//! runs only that part; `SENSORGATE_BENCH_RUNS=<n>` sets the number of alternating runs.
 
 mod common;
 
@@ -264,42 +265,50 @@ fn main() {
     } else {
         (200_000, 3, 1_000_000)
     };
+    let runs = std::env::var("SENSORGATE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(runs);
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(tmp.path());
-    let msgs = messages(n);
-    println!(
-        "drain: {n} QoS 1 messages of ~{} bytes to a local mosquitto, {runs} alternating runs",
-        msgs[0].payload.len()
-    );
-    let (mut g, mut p, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..runs {
-        let (x, rss) = gateway_drain(&broker, &msgs);
-        let y = mosquitto_pub(&broker, &msgs);
-        let z = bare_rumqttc(&broker, &msgs);
-        println!(
-            "  run {i}: sensorgate {x:>8.0} msg/s (peak RSS {} MB)   mosquitto_pub {y:>8.0} msg/s   bare rumqttc {z:>8.0} msg/s   ratio {:.2}",
-            rss / 1024,
-            x / y
-        );
-        g.push(x);
-        p.push(y);
-        r.push(z);
-    }
-    let (g, p, r) = (median(g), median(p), median(r));
-    println!("drain median: sensorgate {g:.0} msg/s, mosquitto_pub -q 1 -l {p:.0} msg/s, ratio {:.2} (target >= 0.50)", g / p);
-    println!(
-        "drain median: bare rumqttc loop {r:.0} msg/s; sensorgate / bare rumqttc {:.2}",
-        g / r
-    );
-
+    // `-- --replay` runs only the replay of the million in batches.
+    let replay_only = std::env::args().any(|a| a == "--replay");
     let backlog = messages(big);
-    let held = holding(&backlog, if quick { 3 } else { 10 });
-    println!("memory: holding a {big}-message backlog while taking 2000 readings/s: peak RSS {:.1} MB (target < 30 MB)", held as f64 / 1024.0);
-    let (rate, rss) = gateway_drain(&broker, &backlog);
-    println!(
-        "memory: draining the {big}-message backlog: {rate:.0} msg/s, peak RSS {:.1} MB",
-        rss as f64 / 1024.0
-    );
+    if !replay_only {
+        let msgs = messages(n);
+        println!(
+            "drain: {n} QoS 1 messages of ~{} bytes to a local mosquitto, {runs} alternating runs",
+            msgs[0].payload.len()
+        );
+        let (mut g, mut p, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (x, rss) = gateway_drain(&broker, &msgs);
+            let y = mosquitto_pub(&broker, &msgs);
+            let z = bare_rumqttc(&broker, &msgs);
+            println!(
+                "  run {i}: sensorgate {x:>8.0} msg/s (peak RSS {} MB)   mosquitto_pub {y:>8.0} msg/s   bare rumqttc {z:>8.0} msg/s   ratio {:.2}",
+                rss / 1024,
+                x / y
+            );
+            g.push(x);
+            p.push(y);
+            r.push(z);
+        }
+        let (g, p, r) = (median(g), median(p), median(r));
+        println!("drain median: sensorgate {g:.0} msg/s, mosquitto_pub -q 1 -l {p:.0} msg/s, ratio {:.2} (target >= 0.50)", g / p);
+        println!(
+            "drain median: bare rumqttc loop {r:.0} msg/s; sensorgate / bare rumqttc {:.2}",
+            g / r
+        );
+
+        let held = holding(&backlog, if quick { 3 } else { 10 });
+        println!("memory: holding a {big}-message backlog while taking 2000 readings/s: peak RSS {:.1} MB (target < 30 MB)", held as f64 / 1024.0);
+        let (rate, rss) = gateway_drain(&broker, &backlog);
+        println!(
+            "memory: draining the {big}-message backlog: {rate:.0} msg/s, peak RSS {:.1} MB",
+            rss as f64 / 1024.0
+        );
+    }
 
     // Replay with batches of 100 (issue 5): rows are still deleted only on PUBACK. With
     // SENSORGATE_BENCH_BASELINE_BIN (e.g. a build of an earlier commit), that binary replays
