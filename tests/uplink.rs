@@ -367,3 +367,47 @@ fn sending_waits_for_deletes_that_fall_behind() {
     let missing: Vec<u64> = (1..=2000).filter(|s| !got.contains_key(s)).collect();
     assert!(missing.is_empty(), "missing {missing:?}");
 }
+
+/// With batching on and the window full (the link swallows the PUBACKs), the uplink waits
+/// for an ack; it does not spin on the due time of batches it cannot send (it did: a whole
+/// core, until the link was found dead or the ack timeout struck).
+#[test]
+fn a_batch_that_cannot_be_sent_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path());
+    let proxy = Proxy::start(broker.port);
+    proxy.black_hole();
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    // A long keep-alive: the swallowed link must not be noticed during the measurement.
+    let mqtt = "inflight = 2\n\n[mqtt.batch]\nmax_readings = 10\nmax_delay = \"50ms\"\n";
+    let cfg = base_config(dir.path(), "gw", &url, mqtt)
+        .replace("keep_alive = \"2s\"", "keep_alive = \"30s\"")
+        + &synthetic(2000, 20000.0);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    gw.start();
+    wait_until("2000 readings queued", LONG, || gw.pending() == 2000);
+    proxy.pass();
+    wait_until("some readings delivered", LONG, || gw.pending() < 2000);
+    proxy.black_hole();
+    let pid = gw.pid();
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    wait_until("two seconds pass", LONG, || {
+        t0.elapsed() > Duration::from_secs(2)
+    });
+    let share = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    assert!(
+        share < 0.2,
+        "the gateway used {:.0} % of a core while it could send nothing",
+        share * 100.0
+    );
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // clock ticks (USER_HZ = 100)
+}

@@ -624,17 +624,25 @@ async fn pump(
                 }
                 f.on_sent(item);
             }
-            if wait_until.is_none() && per_message > 1 {
+            // A batch's due time matters only while it could be sent; otherwise what
+            // unblocks the sending (CONNACK, PUBACK, a finished delete) wakes the pump. A due
+            // time already past means the sending is blocked: waiting for it would spin.
+            let could_send =
+                f.can_send() && closing == Closing::Open && f.acked.len() < confirmed_max;
+            if wait_until.is_none() && per_message > 1 && could_send {
                 wait_until = [fresh.next_due(), old.next_due()]
                     .into_iter()
                     .flatten()
+                    .filter(|t| *t > now)
                     .min();
             }
             if let Some(t) = db_pause.filter(|_| !db_ready) {
                 wait_until = Some(wait_until.map_or(t, |w| w.min(t)));
             }
             let room = read_ahead.saturating_sub(fresh.len() + old.len());
-            let want_read = room > 0 && (fresh_cursor < last || old_cursor < split);
+            // Nothing is read before the connection is up and the backlog's end (`split`) is
+            // fixed: a read before it would put backlog rows among the fresh ones.
+            let want_read = split_taken && room > 0 && (fresh_cursor < last || old_cursor < split);
             let idle = fresh.is_empty() && old.is_empty() && !want_read;
             // Confirmed rows are deleted a window's worth at a time, or at once when there
             // is nothing else to do or the queue is about to be read from the start.

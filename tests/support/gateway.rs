@@ -87,6 +87,11 @@ impl Gateway {
         (status, t0.elapsed())
     }
 
+    /// The running gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway running").id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().ok().flatten().is_none(),
