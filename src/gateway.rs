@@ -190,7 +190,7 @@ async fn housekeeping(
         let q = queue.clone();
         let max_age = config.queue.max_age;
         let now = Stamp::now();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
             let expired = match max_age {
                 // A clock that was never synchronised cannot say what is old.

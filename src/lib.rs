@@ -31,4 +31,5 @@ pub mod queue;
 pub mod reading;
 pub mod service;
 pub mod topic;
+pub mod trips;
 pub mod uplink;

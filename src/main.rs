@@ -117,10 +117,6 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
     sensorgate::logging::init(config.log_level.as_deref());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // The blocking pool only runs SQLite trips, and two (a writer's and the uplink's
-        // read) are all that can run at once. Every extra thread gets a malloc arena of its
-        // own: with tokio's default of 512 threads a replay peaked 8 MB higher.
-        .max_blocking_threads(2)
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {

@@ -1,7 +1,7 @@
 //! The pipeline: readings in, messages committed to the queue in batches (group commit).
 //!
 //! A batch closes at `commit_every` messages or `commit_linger` after its first message,
-//! whichever comes first, and is committed in one transaction on the blocking pool. One batch
+//! whichever comes first, and is committed in one transaction on a SQLite thread (`trips`). One batch
 //! commits while the next one fills, so mapping and SQLite overlap; a second full batch waits
 //! for the first commit, and the reading channel is bounded, so a slow disk pushes back on
 //! inputs instead of growing memory.
@@ -15,11 +15,11 @@ use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
 use crate::queue::{Appended, Queue, QueueError};
 use crate::reading::Reading;
+use crate::trips::Trip;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error};
 
@@ -32,16 +32,16 @@ pub struct GroupCommit {
     pub linger: Duration,
 }
 
-/// A batch committing on the blocking pool; gives back its result, its emptied buffer, and
+/// A batch committing on a SQLite thread; gives back its result, its emptied buffer, and
 /// the last id it carried.
 type Done = (Result<Appended, QueueError>, Vec<NewMessage>, i64);
-type Joined = Result<Done, tokio::task::JoinError>;
+type Joined = Result<Done, crate::trips::Panicked>;
 
 struct Committer {
     queue: SharedQueue,
     committed: watch::Sender<i64>,
     metrics: Arc<Metrics>,
-    in_flight: Option<JoinHandle<Done>>,
+    in_flight: Option<Trip<Done>>,
     spare: Vec<NewMessage>,
 }
 
@@ -90,7 +90,7 @@ impl Committer {
         self.metrics
             .commit_since
             .store(crate::service::now_ms(), Relaxed);
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+        self.in_flight = Some(crate::trips::spawn(move || {
             let mut q = lock(&q);
             let r = q.append(&msgs);
             let last = q.next_id() - 1;
@@ -101,7 +101,7 @@ impl Committer {
 }
 
 /// Resolves when the commit in flight is done (never, if there is none).
-async fn joined(in_flight: &mut Option<JoinHandle<Done>>) -> Joined {
+async fn joined(in_flight: &mut Option<Trip<Done>>) -> Joined {
     match in_flight.as_mut() {
         Some(h) => {
             let r = h.await;

@@ -17,7 +17,7 @@
 //!   ([`open_or_reset`]): the gateway never crash-loops on its own state.
 //!
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
-//! `.await`); async callers use `spawn_blocking`.
+//! `.await`); async callers use `trips::spawn`.
 
 mod files;
 mod sql;

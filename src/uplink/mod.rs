@@ -27,6 +27,7 @@ use crate::config::{Connection, MqttConfig, Protocol, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
 use crate::queue::{Confirmed, QueueError, Reader, Stored};
+use crate::trips::{Panicked, Trip};
 use ahead::{Ahead, Waiting};
 use flight::{Flight, Item};
 use link::{Client, EventLoop, LinkEvent, Outbound};
@@ -34,7 +35,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
-use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -122,7 +122,7 @@ pub async fn run(
     let acked = std::mem::take(&mut handle.flight().acked);
     let n = acked.len();
     let q = queue.clone();
-    match tokio::task::spawn_blocking(move || lock(&q).ack_known(&acked)).await {
+    match crate::trips::spawn(move || lock(&q).ack_known(&acked)).await {
         Ok(Ok(_)) => debug!(rows = n, "Deleted the last confirmed rows."),
         Ok(Err(e)) => {
             warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.")
@@ -494,12 +494,12 @@ const READ_CHUNK: usize = 1024;
 /// replay (heaptrack). From about 1,000 rows on, larger deletes cost no less per row.
 const DELETE_CHUNK: usize = 4096;
 
-/// A delete of confirmed rows on the blocking pool: its result, and the rows (handed back
+/// A delete of confirmed rows on a SQLite thread: its result, and the rows (handed back
 /// to the flight if the delete failed).
-type Deleting = JoinHandle<(Result<usize, QueueError>, Confirmed)>;
+type Deleting = Trip<(Result<usize, QueueError>, Confirmed)>;
 
-/// A read ahead on the blocking pool (on the pump's own connection when it has one).
-type Reading = JoinHandle<(Option<Reader>, Result<Vec<Stored>, QueueError>)>;
+/// A read ahead on a SQLite thread (on the pump's own connection when it has one).
+type Reading = Trip<(Option<Reader>, Result<Vec<Stored>, QueueError>)>;
 
 /// What a read was for: the fresh rows or the backlog, up to which id, how many rows were
 /// asked for, and under which connection.
@@ -511,7 +511,7 @@ struct ReadPlan {
 }
 
 /// Waits for a task that may not be there (then forever).
-async fn finished<T, P>(task: &mut Option<(JoinHandle<T>, P)>) -> Result<T, JoinError> {
+async fn finished<T, P>(task: &mut Option<(Trip<T>, P)>) -> Result<T, Panicked> {
     match task {
         Some((t, _)) => t.await,
         None => std::future::pending().await,
@@ -520,12 +520,13 @@ async fn finished<T, P>(task: &mut Option<(JoinHandle<T>, P)>) -> Result<T, Join
 
 /// Deletes confirmed rows and hands new messages to rumqttc while the window has room.
 ///
-/// Rows are read ahead (a window's worth of messages, at least two windows of rows), so SQLite is read in bulk rather
-/// than once per acknowledgement. Deleting and reading are separate trips to the blocking
-/// pool that run side by side, at most one of each: the read on a read-only connection of
-/// its own (WAL lets it read while the writer deletes), the delete on the shared queue.
-/// While a delete runs, confirmations pile up for the next one. With `live_first`, rows
-/// committed after the connection came up (`fresh`) go before the backlog (`old`).
+/// Rows are read ahead (a window's worth of messages, at least two windows of rows), so
+/// SQLite is read in bulk rather than once per acknowledgement. Deleting and reading are
+/// separate trips to the SQLite threads that run side by side, at most one of each: the read
+/// on a read-only connection of its own (WAL lets it read while the writer deletes), the
+/// delete on the shared queue. While a delete runs, confirmations gather for the next one;
+/// when a window's worth waits, nothing more is sent. With `live_first`, rows committed after
+/// the connection came up (`fresh`) go before the backlog (`old`).
 async fn pump(
     cfg: Arc<MqttConfig>,
     handle: Handle,
@@ -553,7 +554,7 @@ async fn pump(
     // The pump's own connection for reads; without one, reads go through the shared queue.
     let mut reader = {
         let q = queue.clone();
-        match tokio::task::spawn_blocking(move || lock(&q).reader()).await {
+        match crate::trips::spawn(move || lock(&q).reader()).await {
             Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
                 warn!(error = %e, "Cannot open a second connection to the queue; reads share the writer's.");
@@ -562,7 +563,7 @@ async fn pump(
             Err(_) => None,
         }
     };
-    // The trips to the blocking pool under way, with when each started (for the watchdog).
+    // The trips to the SQLite threads under way, with when each started (for the watchdog).
     let mut deleting: Option<(Deleting, u64)> = None;
     let mut reading: Option<(Reading, (ReadPlan, u64))> = None;
     // After a failed trip, no new one before this.
@@ -711,10 +712,10 @@ async fn pump(
             }
             (acked, read, wait_until)
         };
-        // 2. Start the trips to the blocking pool that are due.
+        // 2. Start the trips to the SQLite threads that are due.
         if !acked.is_empty() {
             let q = queue.clone();
-            let task = tokio::task::spawn_blocking(move || {
+            let task = crate::trips::spawn(move || {
                 let result = lock(&q).ack_known(&acked);
                 (result, acked)
             });
@@ -724,7 +725,7 @@ async fn pump(
             let q = queue.clone();
             let own = reader.take();
             let want = plan.want;
-            let task = tokio::task::spawn_blocking(move || match own {
+            let task = crate::trips::spawn(move || match own {
                 Some(r) => {
                     let rows = r.fetch_range(after, upto, want);
                     (Some(r), rows)
