@@ -1,53 +1,19 @@
 //! The queue file from outside the writer: read-only views for the CLI (safe while the
 //! gateway runs, thanks to WAL), and opening with a reset when the file is corrupt.
 
-use super::{stats, Queue, QueueError, QueueOptions, Stats, Stored};
-use crate::config::WhenFull;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use super::{Queue, QueueError, QueueOptions, Reader, Stats, Stored};
+use rusqlite::ErrorCode;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Reads the statistics of a queue file without taking part in writing it (the CLI, while
 /// the gateway runs).
 pub fn read_stats(path: &Path, now_ms: i64) -> Result<Stats, QueueError> {
-    let err = |source| QueueError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-    stats(&conn, now_ms, 0).map_err(err)
+    Reader::open(path)?.stats(now_ms)
 }
 
 /// Reads up to `limit` of the oldest pending messages without writing.
 pub fn read_oldest(path: &Path, after: i64, limit: usize) -> Result<Vec<Stored>, QueueError> {
-    let q = Queue {
-        conn: Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| QueueError::Sqlite {
-            path: path.display().to_string(),
-            source,
-        })?,
-        path: path.to_path_buf(),
-        opts: QueueOptions {
-            max_size: u64::MAX,
-            when_full: WhenFull::DropOldest,
-            synchronous_full: true,
-        },
-        next_id: 0,
-        bytes: 0,
-        unsaved_dropped: 0,
-    };
-    q.conn
-        .busy_timeout(Duration::from_secs(10))
-        .map_err(|e| q.err(e))?;
-    q.fetch_after(after, limit)
+    Reader::open(path)?.fetch_range(after, i64::MAX, limit)
 }
 
 /// Opens the queue; if the file is corrupt or not a database, moves it (and its WAL and

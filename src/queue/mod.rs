@@ -410,21 +410,12 @@ impl Queue {
     /// A second, read-only connection to this queue for the uplink's reads. In WAL mode it
     /// reads while this one appends and deletes, so reading ahead waits for neither.
     pub fn reader(&self) -> Result<Reader, QueueError> {
-        let err = |source| QueueError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
-        };
-        // NO_MUTEX, as `Connection::open` does: the connection has one user at a time, and
-        // without it SQLite takes a mutex in every call, several per column of every row.
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let r = Reader::open(&self.path)?;
         // Reads go forward through the table: a small page cache is enough.
-        conn.pragma_update(None, "cache_size", -256).map_err(err)?;
-        Ok(Reader {
-            conn,
-            path: self.path.clone(),
-        })
+        r.conn
+            .pragma_update(None, "cache_size", -256)
+            .map_err(|e| r.err(e))?;
+        Ok(r)
     }
 
     /// Deletes acknowledged messages; ids no longer present (evicted meanwhile) are skipped.
@@ -595,6 +586,31 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Opens the queue file at `path` read-only; in WAL mode that is safe while the gateway
+    /// writes it. NO_MUTEX, as `Connection::open` does: a connection has one user at a
+    /// time, and without it SQLite takes a mutex in every call, several per column of every
+    /// row.
+    pub fn open(path: &Path) -> Result<Reader, QueueError> {
+        let err = |source| QueueError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        Ok(Reader {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> QueueError {
+        QueueError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
     /// As [`Queue::fetch_range`].
     pub fn fetch_range(
         &self,
@@ -602,10 +618,12 @@ impl Reader {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<Stored>, QueueError> {
-        fetch_range(&self.conn, after, upto, limit).map_err(|source| QueueError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
-        })
+        fetch_range(&self.conn, after, upto, limit).map_err(|e| self.err(e))
+    }
+
+    /// The backlog's statistics, as [`Queue::stats`] (drops not yet saved are unknown here).
+    pub fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
+        stats(&self.conn, now_ms, 0).map_err(|e| self.err(e))
     }
 }
 

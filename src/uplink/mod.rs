@@ -422,7 +422,7 @@ fn runs(ids: &[i64]) -> String {
 /// The message for `rows` (one row, or a batch of one topic), and what it stands for.
 fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> (Outbound, Item) {
     let first = &rows[0].row;
-    let ids: Vec<i64> = rows.iter().map(|w| w.row.id).collect();
+    let confirmed: Confirmed = rows.iter().map(|w| (w.row.id, w.row.bytes())).collect();
     let qos = if rows.iter().any(|w| w.row.qos == Qos::AtLeastOnce) {
         Qos::AtLeastOnce
     } else {
@@ -450,7 +450,7 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
         }
     }
     if v5 {
-        out.seq = Some(runs(&ids));
+        out.seq = Some(runs(confirmed.ids()));
         if let Some(max_age) = cfg.max_age {
             // The broker may drop the message once its oldest reading is older than
             // max_age, as the queue itself would.
@@ -470,7 +470,7 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
     (
         out,
         Item::Rows {
-            rows: rows.iter().map(|w| (w.row.id, w.row.bytes())).collect(),
+            rows: confirmed,
             qos,
         },
     )
