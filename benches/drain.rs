@@ -120,7 +120,8 @@ fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str
     let mut child = spawn_binary(bin, &cfg);
     let mut peak = 0;
     // Cheap probes (an index lookup, not count(*)), so that watching costs the gateway no
-    // CPU. Rows are deleted oldest first, so the lowest id left tells how many are gone.
+    // CPU. Rows are confirmed oldest first, so the lowest pending id (above the released
+    // watermark, which older builds do not have) tells how many are done.
     let probe =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
@@ -129,7 +130,12 @@ fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str
         std::thread::sleep(Duration::from_millis(10));
         peak = peak.max(rss_kb(child.id()).1);
         let lowest: Option<i64> = probe
-            .query_row("SELECT min(id) FROM outbox", [], |r| r.get(0))
+            .query_row(
+                "SELECT min(id) FROM outbox WHERE id > coalesce(
+                     (SELECT value FROM meta WHERE key = 'released'), 0)",
+                [],
+                |r| r.get(0),
+            )
             .unwrap_or(Some(first_id));
         match lowest {
             None => break,

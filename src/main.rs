@@ -160,6 +160,7 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                 println!("queue        {}", path.display());
                 println!("pending      {}", stats.pending);
                 println!("bytes        {}", stats.bytes);
+                println!("reclaimable  {}", stats.reclaimable_bytes);
                 println!("oldest_age_s {:.1}", stats.oldest_age_s);
                 println!(
                     "dropped      {} ({} full, {} expired)",

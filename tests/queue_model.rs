@@ -18,6 +18,12 @@ enum Op {
     /// Ack as the uplink does, with the sizes it read: messages at these positions among
     /// all ever appended (some may be gone by now, evicted, expired or acked).
     AckRead(Vec<usize>),
+    /// Ack the n oldest pending messages as the uplink does (they are released, not
+    /// deleted; all of them at once when n covers the queue), with or without an id that
+    /// was never handed out (a confirmation must not release rows yet to come).
+    AckOldest(usize, bool),
+    /// Reclaim up to n released rows.
+    Reclaim(usize),
     /// Expire messages created before the n-th oldest pending one.
     Expire(usize),
     Reopen,
@@ -29,6 +35,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop::collection::vec(0usize..1000, 0..10).prop_map(Op::Ack),
         1 => Just(Op::AckUnknown),
         3 => prop::collection::vec(0usize..1000, 0..10).prop_map(Op::AckRead),
+        3 => (0usize..30, any::<bool>()).prop_map(|(n, bogus)| Op::AckOldest(n, bogus)),
+        1 => (1usize..20).prop_map(Op::Reclaim),
         1 => (0usize..10).prop_map(Op::Expire),
         1 => Just(Op::Reopen),
     ]
@@ -125,6 +133,18 @@ proptest! {
                     model.retain(|m| !rows.ids().contains(&m.id));
                     prop_assert_eq!(n, before - model.len());
                 }
+                Op::AckOldest(n, bogus) => {
+                    let n = n.min(model.len());
+                    let mut rows: Confirmed = model.drain(..n).map(|m| (m.id, (m.topic.len() + m.payload.len()) as u64)).collect();
+                    if bogus {
+                        rows.push(next_id + 5, 10);
+                    }
+                    prop_assert_eq!(q.ack_known(&rows).unwrap(), n);
+                }
+                Op::Reclaim(n) => {
+                    let left = q.reclaim(n).unwrap();
+                    prop_assert_eq!(left, q.reclaimable());
+                }
                 Op::AckUnknown => {
                     prop_assert_eq!(q.ack(&[next_id + 1000, -5]).unwrap(), 0);
                 }
@@ -148,7 +168,11 @@ proptest! {
             let stats = q.stats(clock).unwrap();
             prop_assert_eq!(stats.pending, model.len() as u64);
             prop_assert_eq!(stats.bytes, model.iter().map(size).sum::<u64>());
-            prop_assert_eq!(q.scan_bytes().unwrap(), stats.bytes);
+            let (pending_bytes, released_bytes) = q.scan_bytes().unwrap();
+            prop_assert_eq!(pending_bytes, stats.bytes);
+            prop_assert_eq!(released_bytes, stats.reclaimable_bytes);
+            prop_assert_eq!(q.bytes(), stats.bytes + stats.reclaimable_bytes);
+            prop_assert_eq!(q.reclaimable(), released_bytes > 0);
             prop_assert_eq!(stats.dropped_full, dropped);
             prop_assert_eq!(stats.expired, expired);
             prop_assert!(stats.bytes <= opts.max_size || (oldest && model.len() <= 20));

@@ -2,7 +2,7 @@
 
 use sensorgate::config::{Qos, WhenFull};
 use sensorgate::mapping::NewMessage;
-use sensorgate::queue::{open_or_reset, Queue, QueueOptions};
+use sensorgate::queue::{open_or_reset, Confirmed, Queue, QueueOptions};
 
 fn batch(from: i64, n: usize, len: usize) -> Vec<NewMessage> {
     (0..n)
@@ -61,6 +61,50 @@ fn full_disk_drops_by_policy_and_counts_every_message() {
         if policy == WhenFull::DropOldest {
             assert!(stats.pending > 0);
         }
+    }
+}
+
+/// Confirmed rows the uplink released (still on disk, waiting to be reclaimed) make room
+/// on a full disk before anything pending is dropped, with either policy.
+#[test]
+fn a_full_disk_reclaims_released_rows_before_it_drops() {
+    for policy in [WhenFull::DropOldest, WhenFull::DropNewest] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(&dir.path().join("queue.db"), opts(policy)).unwrap();
+        q.set_max_page_count(40).unwrap();
+        // Fill up to the first drop.
+        let mut sent = 0;
+        loop {
+            let a = q.append(&batch(q.next_id(), 20, 400)).unwrap();
+            sent += 20;
+            if a.evicted_old + a.dropped_new > 0 {
+                break;
+            }
+        }
+        let stats = q.stats(0).unwrap();
+        // The oldest half is confirmed: released, not deleted, as the uplink does it.
+        let oldest: Confirmed = q
+            .fetch_after(0, (stats.pending / 2) as usize)
+            .unwrap()
+            .iter()
+            .map(|r| (r.id, r.bytes()))
+            .collect();
+        assert_eq!(q.ack_known(&oldest).unwrap(), oldest.len());
+        assert!(
+            q.reclaimable(),
+            "{policy:?}: the confirmed rows are still on disk"
+        );
+        let pending = q.stats(0).unwrap().pending;
+        let dropped = q.stats(0).unwrap().dropped_full;
+        let a = q.append(&batch(q.next_id(), 20, 400)).unwrap();
+        assert_eq!(
+            (a.stored, a.evicted_old, a.dropped_new),
+            (20, 0, 0),
+            "{policy:?}: released rows made the room ({sent} sent)"
+        );
+        let stats = q.stats(0).unwrap();
+        assert_eq!(stats.pending, pending + 20);
+        assert_eq!(stats.dropped_full, dropped);
     }
 }
 

@@ -368,6 +368,60 @@ fn sending_waits_for_deletes_that_fall_behind() {
     assert!(missing.is_empty(), "missing {missing:?}");
 }
 
+/// Rows confirmed before a restart but only released (the pending rows behind them kept the
+/// queue from being truncated) are reclaimed once the uplink has nothing to do: here it is
+/// offline, so it never will. The pending rows stay.
+#[test]
+fn released_rows_are_reclaimed_while_the_uplink_is_idle() {
+    use sensorgate::config::{Qos, WhenFull};
+    use sensorgate::mapping::NewMessage;
+    use sensorgate::queue::{Confirmed, Queue, QueueOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state/queue.db");
+    let opts = QueueOptions {
+        max_size: u64::MAX,
+        when_full: WhenFull::DropOldest,
+        synchronous_full: true,
+    };
+    let mut q = Queue::open(&db, opts).unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let rows: Vec<NewMessage> = (1..=10_000)
+        .map(|seq| NewMessage {
+            seq,
+            topic: "site/gw/old".into(),
+            payload: format!("{{\"v\":{seq}}}").into_bytes(),
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            created_ms: now_ms,
+        })
+        .collect();
+    q.append(&rows).unwrap();
+    let first: Confirmed = q
+        .fetch_after(0, 9_000)
+        .unwrap()
+        .iter()
+        .map(|r| (r.id, r.bytes()))
+        .collect();
+    assert_eq!(q.ack_known(&first).unwrap(), 9_000);
+    drop(q);
+    let physical = || -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(physical(), 10_000, "released, not deleted");
+
+    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port());
+    let cfg = base_config(dir.path(), "gw", &url, "") + &synthetic(1, 10.0);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    gw.start();
+    wait_until("the released rows reclaimed", LONG, || physical() == 1_001);
+    assert_eq!(gw.pending(), 1_001, "the pending rows stay");
+}
+
 /// With batching on and the window full (the link swallows the PUBACKs), the uplink waits
 /// for an ack; it does not spin on the due time of batches it cannot send (it did: a whole
 /// core, until the link was found dead or the ack timeout struck).

@@ -4,12 +4,25 @@
 //! - One table, `outbox`, ordered by its row id. The row id is also the message's
 //!   per-gateway sequence number (`_seq` in JSON payloads), assigned by the pipeline from
 //!   [`Queue::next_id`] and never reused (AUTOINCREMENT).
-//! - **Invariant:** a committed row is deleted only by [`Queue::ack`] (the broker's PUBACK,
-//!   or a QoS 0 write), by the size policy in [`Queue::append`], or by [`Queue::expire`]
-//!   (max age). The last two are counted in `meta` and logged at ERROR by the caller.
+//! - **Invariant:** a committed row leaves the queue only by [`Queue::ack`] (the broker's
+//!   PUBACK, or a QoS 0 write), by the size policy in [`Queue::append`], or by
+//!   [`Queue::expire`] (max age). The last two are counted in `meta` and logged at ERROR by
+//!   the caller.
+//! - **Released rows.** An acknowledged row is either deleted, or *released*: when every
+//!   row up to some id is acknowledged, `meta.released` moves up to that id and the rows stay
+//!   on disk until they are reclaimed. Rows at or below `released` are not pending: no read,
+//!   count, expiry or policy drop sees them. Deleting rows one by one rewrites every page
+//!   they are on (over a third of a backlog replay's CPU); a released backlog is freed by
+//!   SQLite's truncate when nothing is pending any more ([`Queue::ack`]), and otherwise
+//!   reclaimed when the uplink is idle ([`Queue::reclaim`]) or when the size policy needs
+//!   the room (before it drops anything pending).
+//! - **Invariant:** `released` only grows, and never above the highest id stored: rows
+//!   committed later have higher ids.
 //! - **Invariant:** delivery order is row-id order; wall time never orders anything.
-//! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) in
-//!   the same transaction as every insert and delete, so the size policy costs no scan.
+//! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) of
+//!   every row on disk, released or not, and `meta.released_bytes` that of the released
+//!   ones, in the same transaction as every insert, release and delete: the size policy
+//!   costs no scan and counts what the disk holds.
 //! - The file runs in WAL mode: `sensorgate queue ...` reads it while the gateway writes.
 //!   Inserts use `synchronous=FULL` by default (a committed reading survives a power cut);
 //!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
@@ -142,6 +155,8 @@ pub struct Stats {
     pub pending: u64,
     /// Accounted bytes of those messages.
     pub bytes: u64,
+    /// Accounted bytes of acknowledged messages still on disk, waiting to be reclaimed.
+    pub reclaimable_bytes: u64,
     /// Age of the oldest pending message by its wall-clock stamp (0 when empty).
     pub oldest_age_s: f64,
     /// Messages removed by policy since the queue was created (size and age).
@@ -176,6 +191,8 @@ pub struct Queue {
     bytes: u64,
     /// Drops that could not be written to `meta` yet (the disk was full).
     unsaved_dropped: u64,
+    /// Whether released rows were on disk after the last transaction.
+    reclaimable: bool,
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -226,6 +243,8 @@ impl Queue {
             .query_row(sql::LAST_ID, [], |r| r.get(0))
             .map_err(err)?;
         let bytes = meta(&conn, "bytes").map_err(err)?;
+        let released = meta(&conn, "released").map_err(err)?;
+        let reclaimable = any(&conn, sql::ANY_UP_TO, released).map_err(err)?;
         Ok(Queue {
             conn,
             path: path.to_path_buf(),
@@ -233,6 +252,7 @@ impl Queue {
             next_id: last + 1,
             bytes: bytes.max(0) as u64,
             unsaved_dropped: 0,
+            reclaimable,
         })
     }
 
@@ -300,26 +320,33 @@ impl Queue {
         self.bytes = meta(&tx, "bytes")?.max(0) as u64;
         let mut bytes = self.bytes;
         let mut take = batch.len();
+        let mut reclaimed = 0;
+        let mut reclaimable = self.reclaimable;
         if bytes + incoming > self.opts.max_size {
-            match self.opts.when_full {
-                WhenFull::DropOldest => {
-                    let (n, freed) = evict_for(&tx, bytes + incoming - self.opts.max_size)?;
-                    out.evicted_old += n;
-                    bytes = bytes.saturating_sub(freed);
-                }
-                WhenFull::DropNewest => {
-                    let mut room = self.opts.max_size.saturating_sub(bytes);
-                    take = 0;
-                    for m in batch {
-                        let s = Queue::size_of(m);
-                        if s > room {
-                            break;
-                        }
-                        room -= s;
-                        take += 1;
+            let need = bytes + incoming - self.opts.max_size;
+            let released = meta(&tx, "released")?;
+            // Released rows are the oldest: they go first, and are no drop.
+            let upto = match self.opts.when_full {
+                WhenFull::DropOldest => i64::MAX,
+                WhenFull::DropNewest => released,
+            };
+            let freed = evict_for(&tx, need, upto, released)?;
+            out.evicted_old += freed.dropped;
+            bytes = bytes.saturating_sub(freed.bytes);
+            reclaimed = freed.reclaimed;
+            reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
+            if self.opts.when_full == WhenFull::DropNewest {
+                let mut room = self.opts.max_size.saturating_sub(bytes);
+                take = 0;
+                for m in batch {
+                    let s = Queue::size_of(m);
+                    if s > room {
+                        break;
                     }
-                    out.dropped_new = (batch.len() - take) as u64;
+                    room -= s;
+                    take += 1;
                 }
+                out.dropped_new = (batch.len() - take) as u64;
             }
         }
         {
@@ -345,8 +372,12 @@ impl Queue {
         let mut meta_add = tx.prepare_cached(sql::META_ADD)?;
         meta_add.execute(params!["dropped_full", dropped as i64])?;
         meta_add.execute(params!["bytes", bytes as i64 - self.bytes as i64])?;
+        if reclaimed > 0 {
+            meta_add.execute(params!["released_bytes", -(reclaimed as i64)])?;
+        }
         drop(meta_add);
         tx.commit()?;
+        self.reclaimable = reclaimable;
         self.unsaved_dropped = 0;
         self.bytes = bytes;
         self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
@@ -358,27 +389,37 @@ impl Queue {
     /// once more; otherwise (or if that fails too) the batch is dropped and counted.
     fn append_on_full_disk(&mut self, batch: &[NewMessage]) -> Result<Appended, QueueError> {
         let mut evicted = 0;
-        if self.opts.when_full == WhenFull::DropOldest {
-            let n = (batch.len() * 2).max(64) as i64;
-            let freed = (|| -> Result<Vec<u64>, rusqlite::Error> {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let freed = evict_oldest(&tx, n)?;
-                let sum: u64 = freed.iter().sum();
-                tx.execute(sql::META_ADD, params!["dropped_full", freed.len() as i64])?;
-                tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
-                tx.commit()?;
-                Ok(freed)
-            })();
-            if let Ok(freed) = freed {
-                evicted = freed.len() as u64;
-                self.bytes = self.bytes.saturating_sub(freed.iter().sum());
-                if evicted > 0 {
-                    if let Ok(mut a) = self.try_append(batch) {
-                        a.evicted_old += evicted;
-                        return Ok(a);
-                    }
+        let n = (batch.len() * 2).max(64) as i64;
+        let when_full = self.opts.when_full;
+        // Released rows go first, with either policy; pending ones only with drop_oldest.
+        let freed = (|| -> Result<(Freed, bool), rusqlite::Error> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let released = meta(&tx, "released")?;
+            let upto = match when_full {
+                WhenFull::DropOldest => i64::MAX,
+                WhenFull::DropNewest => released,
+            };
+            let freed = evict_oldest(&tx, n, upto, released)?;
+            tx.execute(sql::META_ADD, params!["dropped_full", freed.dropped as i64])?;
+            tx.execute(sql::META_ADD, params!["bytes", -(freed.bytes as i64)])?;
+            tx.execute(
+                sql::META_ADD,
+                params!["released_bytes", -(freed.reclaimed as i64)],
+            )?;
+            let reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
+            tx.commit()?;
+            Ok((freed, reclaimable))
+        })();
+        if let Ok((freed, reclaimable)) = freed {
+            self.reclaimable = reclaimable;
+            evicted = freed.dropped;
+            self.bytes = self.bytes.saturating_sub(freed.bytes);
+            if freed.rows > 0 {
+                if let Ok(mut a) = self.try_append(batch) {
+                    a.evicted_old += evicted;
+                    return Ok(a);
                 }
             }
         }
@@ -418,108 +459,100 @@ impl Queue {
         Ok(r)
     }
 
-    /// Deletes acknowledged messages; ids no longer present (evicted meanwhile) are skipped.
-    /// Returns how many rows were deleted. Each run of ids is sized by a scan first; the
-    /// uplink, which knows the sizes it read, uses [`Queue::ack_known`].
+    /// Removes acknowledged messages; ids no longer present (evicted meanwhile) are
+    /// skipped. Returns how many pending rows were confirmed. Each run of ids is sized by a
+    /// scan; the uplink, which knows the sizes it read, uses [`Queue::ack_known`].
     pub fn ack(&mut self, ids: &[i64]) -> Result<usize, QueueError> {
-        self.delete_confirmed(ids, None)
+        let rows: Vec<(i64, u64)> = ids.iter().map(|&id| (id, 0)).collect();
+        self.confirm(rows, false)
     }
 
-    /// Deletes the rows the broker confirmed, trusting their sizes for the accounting
-    /// when every one of them is still there. Ids are never reused and a row is never
-    /// changed, so the sizes the uplink read are the sizes stored. If any row is gone
-    /// (evicted, expired or purged meanwhile) the transaction is rolled back and redone
-    /// with each run sized by a scan, as [`Queue::ack`] does.
+    /// Removes the rows the broker confirmed, trusting their sizes for the accounting
+    /// where every one of a run is still there (ids are never reused and a row is never
+    /// changed, so the sizes the uplink read are the sizes stored). A run with a row gone
+    /// (evicted, expired or purged meanwhile) is sized by a scan, as [`Queue::ack`] does.
     pub fn ack_known(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
-        self.delete_confirmed(rows.ids(), Some(rows.bytes()))
+        let rows: Vec<(i64, u64)> = rows
+            .ids()
+            .iter()
+            .copied()
+            .zip(rows.sizes.iter().copied())
+            .collect();
+        self.confirm(rows, true)
     }
 
-    fn delete_confirmed(&mut self, ids: &[i64], known: Option<u64>) -> Result<usize, QueueError> {
-        if ids.is_empty() {
+    /// Whether released rows were left on disk by the last transaction (see
+    /// [`Queue::reclaim`]). A purge from outside can make this stale; a reclaim then
+    /// finds nothing.
+    pub fn reclaimable(&self) -> bool {
+        self.reclaimable
+    }
+
+    fn confirm(&mut self, mut rows: Vec<(i64, u64)>, known: bool) -> Result<usize, QueueError> {
+        if rows.is_empty() {
             return Ok(0);
         }
-        // Acknowledged ids come in runs (a window, a batch): each run is deleted as a range.
-        let mut sorted = ids.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        // A repeated id would make the known total wrong: size by scan instead.
-        let known = known.filter(|_| sorted.len() == ids.len());
-        let mut ranges: Vec<(i64, i64)> = Vec::new();
-        for id in sorted {
-            match ranges.last_mut() {
-                Some((_, hi)) if *hi + 1 == id => *hi = id,
-                _ => ranges.push((id, id)),
-            }
-        }
-        // Sizes known: one statement per run, and the count of deleted rows must match.
-        let fast =
-            |conn: &mut Connection, bytes: u64| -> Result<Option<(usize, u64)>, rusqlite::Error> {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let mut n = 0;
-                {
-                    let mut del = tx.prepare_cached(sql::DELETE_RANGE)?;
-                    for (lo, hi) in &ranges {
-                        n += del.execute(params![lo, hi])?;
-                    }
-                }
-                if n != ids.len() {
-                    return Ok(None); // dropping `tx` rolls it back
-                }
-                let freed = bytes + n as u64 * ROW_OVERHEAD;
-                tx.prepare_cached(sql::META_ADD)?
-                    .execute(params!["bytes", -(freed as i64)])?;
-                tx.commit()?;
-                Ok(Some((n, freed)))
-            };
-        // Sizes unknown: each run is sized, then deleted.
-        let scan = |conn: &mut Connection| -> Result<(usize, u64), rusqlite::Error> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut freed = 0u64;
-            let mut n = 0;
-            {
-                let mut size = tx.prepare_cached(sql::SIZE_RANGE)?;
-                let mut del = tx.prepare_cached(sql::DELETE_RANGE)?;
-                for (lo, hi) in &ranges {
-                    let (len, count): (i64, i64) =
-                        size.query_row(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    if count > 0 {
-                        del.execute(params![lo, hi])?;
-                        freed += len as u64 + count as u64 * ROW_OVERHEAD;
-                        n += count as usize;
-                    }
-                }
-            }
-            tx.prepare_cached(sql::META_ADD)?
-                .execute(params!["bytes", -(freed as i64)])?;
-            tx.commit()?;
-            Ok((n, freed))
-        };
-        let run = |conn: &mut Connection| match known {
-            Some(bytes) => match fast(conn, bytes)? {
-                Some(done) => Ok(done),
-                None => scan(conn),
-            },
-            None => scan(conn),
-        };
-        // A delete lost to a power cut only means a duplicate, which QoS 1 allows: deletes
-        // skip the fsync (the next insert's FULL commit syncs the WAL anyway). The pragmas
-        // are cached statements: parsing them on every delete cost more than the delete.
+        rows.sort_unstable_by_key(|r| r.0);
+        rows.dedup_by_key(|r| r.0);
+        // A confirmation lost to a power cut only means a duplicate, which QoS 1 allows:
+        // it skips the fsync (the next insert's FULL commit syncs the WAL anyway). The
+        // pragmas are cached statements: parsing them each time cost more than the work.
         let sync = |conn: &Connection, pragma: &str| conn.prepare_cached(pragma)?.execute([]);
         if self.opts.synchronous_full {
             sync(&self.conn, sql::SYNC_NORMAL).map_err(|e| self.err(e))?;
         }
-        let result = run(&mut self.conn);
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = confirm(&tx, &rows, known)?;
+            let after = Accounting::read(&tx)?;
+            tx.commit()?;
+            Ok((n, after))
+        })();
         if self.opts.synchronous_full {
             sync(&self.conn, sql::SYNC_FULL).map_err(|e| self.err(e))?;
         }
-        let (n, freed) = result.map_err(|e| self.err(e))?;
-        self.bytes = self.bytes.saturating_sub(freed);
+        let (n, after) = result.map_err(|e| self.err(e))?;
+        self.bytes = after.bytes;
+        self.reclaimable = after.reclaimable;
         Ok(n)
+    }
+
+    /// Deletes up to `max_rows` released rows, oldest first; all of them at once (SQLite's
+    /// truncate, which does not rewrite the pages) when nothing is pending. Returns whether
+    /// released rows are left. The uplink calls this when it has nothing else to do.
+    pub fn reclaim(&mut self, max_rows: usize) -> Result<bool, QueueError> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let released = meta(&tx, "released")?;
+            if !truncate_if_done(&tx, released)? {
+                let freed: u64 = {
+                    let mut stmt = tx.prepare_cached(sql::RECLAIM)?;
+                    let rows =
+                        stmt.query_map(params![released, max_rows as i64], |r| r.get::<_, i64>(0))?;
+                    rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD))
+                        .sum::<Result<u64, _>>()?
+                };
+                let mut add = tx.prepare_cached(sql::META_ADD)?;
+                add.execute(params!["bytes", -(freed as i64)])?;
+                add.execute(params!["released_bytes", -(freed as i64)])?;
+            }
+            let after = Accounting::read(&tx)?;
+            tx.commit()?;
+            Ok(after)
+        })();
+        let after = result.map_err(|e| self.err(e))?;
+        self.bytes = after.bytes;
+        self.reclaimable = after.reclaimable;
+        Ok(after.reclaimable)
     }
 
     /// Deletes messages stamped before `cutoff_ms`; returns how many.
     pub fn expire(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
-        let run = |conn: &mut Connection| -> Result<(u64, u64), rusqlite::Error> {
+        let run = |conn: &mut Connection| -> Result<(u64, Accounting), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let freed: Vec<u64> = {
                 let mut stmt = tx.prepare_cached(sql::EXPIRE)?;
@@ -530,11 +563,17 @@ impl Queue {
             let sum: u64 = freed.iter().sum();
             tx.execute(sql::META_ADD, params!["expired", freed.len() as i64])?;
             tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
+            if !freed.is_empty() {
+                // The last pending rows expired: released rows can go at once.
+                truncate_if_done(&tx, meta(&tx, "released")?)?;
+            }
+            let after = Accounting::read(&tx)?;
             tx.commit()?;
-            Ok((freed.len() as u64, sum))
+            Ok((freed.len() as u64, after))
         };
-        let (n, sum) = run(&mut self.conn).map_err(|e| self.err(e))?;
-        self.bytes = self.bytes.saturating_sub(sum);
+        let (n, after) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        self.bytes = after.bytes;
+        self.reclaimable = after.reclaimable;
         Ok(n)
     }
 
@@ -544,31 +583,40 @@ impl Queue {
 
     /// Deletes every pending message (operator's purge); returns how many. Counted as dropped.
     pub fn purge(&mut self) -> Result<u64, QueueError> {
-        let run = |conn: &mut Connection| -> Result<u64, rusqlite::Error> {
+        let run = |conn: &mut Connection| -> Result<i64, rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(sql::PURGE, [])? as u64;
-            tx.execute("UPDATE meta SET value = 0 WHERE key = 'bytes'", [])?;
-            tx.execute(sql::META_ADD, params!["dropped_full", n as i64])?;
+            let n: i64 = tx.query_row(sql::COUNT, [], |r| r.get(0))?;
+            tx.execute(sql::TRUNCATE, [])?;
+            tx.execute(sql::META_SET, params!["bytes", 0])?;
+            tx.execute(sql::META_SET, params!["released_bytes", 0])?;
+            tx.execute(sql::META_ADD, params!["dropped_full", n])?;
             tx.commit()?;
             Ok(n)
         };
         let n = run(&mut self.conn).map_err(|e| self.err(e))?;
         self.bytes = 0;
-        Ok(n)
+        self.reclaimable = false;
+        Ok(n as u64)
     }
 
-    /// Accounted bytes as tracked in memory (equal to `meta.bytes`).
+    /// Accounted bytes on disk, pending and released, as tracked in memory (equal to
+    /// `meta.bytes`).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Recomputes the accounted size by a full scan (for tests and `queue stats --verify`).
-    pub fn scan_bytes(&self) -> Result<u64, QueueError> {
-        let (sum, n): (i64, i64) = self
-            .conn
-            .query_row(sql::SCAN_BYTES, [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        Ok(sum as u64 + n as u64 * ROW_OVERHEAD)
+    /// Recomputes by a full scan the accounted bytes of the pending rows and of the
+    /// released ones (for tests: they must equal `Stats::bytes` and
+    /// `Stats::reclaimable_bytes`).
+    pub fn scan_bytes(&self) -> Result<(u64, u64), QueueError> {
+        let scan = || -> Result<(u64, u64), rusqlite::Error> {
+            let released = meta(&self.conn, "released")?;
+            let (pending, _) =
+                size_of_range(&self.conn, released.saturating_add(1), i64::MAX, None)?;
+            let (done, _) = size_of_range(&self.conn, i64::MIN, released, None)?;
+            Ok((pending, done))
+        };
+        scan().map_err(|e| self.err(e))
     }
 
     /// Limits the file to `pages` pages, so tests can fill "the disk" (SQLITE_FULL).
@@ -706,33 +754,68 @@ fn meta(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
         .unwrap_or(0))
 }
 
-fn evict_oldest(tx: &rusqlite::Transaction, n: i64) -> Result<Vec<u64>, rusqlite::Error> {
-    let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
-    let rows = stmt.query_map(params![n], |r| r.get::<_, i64>(0))?;
-    rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD)).collect()
+/// What a policy eviction freed: rows and their accounted bytes, of which `dropped` rows
+/// were pending (a loss, counted) and `reclaimed` bytes were released rows (no loss).
+#[derive(Debug, Default)]
+struct Freed {
+    rows: u64,
+    dropped: u64,
+    bytes: u64,
+    reclaimed: u64,
 }
 
-/// Deletes the fewest oldest rows that free at least `need` bytes (or all rows).
-/// Returns how many rows and bytes.
-fn evict_for(tx: &rusqlite::Transaction, need: u64) -> Result<(u64, u64), rusqlite::Error> {
-    let mut freed = 0u64;
-    let mut n = 0u64;
+impl Freed {
+    fn add(&mut self, id: i64, len: i64, released: i64) {
+        let bytes = len as u64 + ROW_OVERHEAD;
+        self.rows += 1;
+        self.bytes += bytes;
+        if id <= released {
+            self.reclaimed += bytes;
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+fn evict_oldest(
+    tx: &rusqlite::Transaction,
+    n: i64,
+    upto: i64,
+    released: i64,
+) -> Result<Freed, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
+    let mut rows = stmt.query(params![n, upto])?;
+    let mut freed = Freed::default();
+    while let Some(r) = rows.next()? {
+        freed.add(r.get(0)?, r.get(1)?, released);
+    }
+    Ok(freed)
+}
+
+/// Deletes the fewest oldest rows, up to id `upto`, that free at least `need` bytes (or all
+/// of them). Released rows are the oldest, so they go first.
+fn evict_for(
+    tx: &rusqlite::Transaction,
+    need: u64,
+    upto: i64,
+    released: i64,
+) -> Result<Freed, rusqlite::Error> {
+    let mut freed = Freed::default();
     let mut cutoff = None;
-    let mut after = 0i64;
+    let mut after = i64::MIN;
     let mut stmt = tx.prepare_cached(sql::SIZES_AFTER)?;
-    'scan: while freed < need {
+    'scan: while freed.bytes < need {
         let rows: Vec<(i64, i64)> = stmt
-            .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![after, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         if rows.is_empty() {
             break;
         }
         for (id, len) in rows {
-            freed += len as u64 + ROW_OVERHEAD;
-            n += 1;
+            freed.add(id, len, released);
             cutoff = Some(id);
             after = id;
-            if freed >= need {
+            if freed.bytes >= need {
                 break 'scan;
             }
         }
@@ -740,17 +823,142 @@ fn evict_for(tx: &rusqlite::Transaction, need: u64) -> Result<(u64, u64), rusqli
     if let Some(cutoff) = cutoff {
         tx.execute(sql::DELETE_UP_TO, params![cutoff])?;
     }
-    Ok((n, freed))
+    Ok(freed)
+}
+
+/// The accounting after a transaction, for the in-memory copy.
+struct Accounting {
+    bytes: u64,
+    reclaimable: bool,
+}
+
+impl Accounting {
+    fn read(conn: &Connection) -> Result<Accounting, rusqlite::Error> {
+        let released = meta(conn, "released")?;
+        Ok(Accounting {
+            bytes: meta(conn, "bytes")?.max(0) as u64,
+            reclaimable: any(conn, sql::ANY_UP_TO, released)?,
+        })
+    }
+}
+
+fn any(conn: &Connection, query: &str, id: i64) -> Result<bool, rusqlite::Error> {
+    conn.prepare_cached(query)?
+        .query_row(params![id], |r| r.get(0))
+}
+
+/// Confirms `rows` (ids sorted and distinct; sizes valid when `known`). The leading runs
+/// of ids below which no pending row is left unconfirmed are released (`meta.released`
+/// moves up to the last of them); the other runs are deleted. Returns how many pending
+/// rows were confirmed.
+fn confirm(tx: &Connection, rows: &[(i64, u64)], known: bool) -> Result<usize, rusqlite::Error> {
+    let released = meta(tx, "released")?;
+    let rows = &rows[rows.partition_point(|r| r.0 <= released)..];
+    // The watermark never passes the highest id stored: later rows get higher ids.
+    let Some(max_id) = tx.query_row(sql::MAX_ID, [], |r| r.get::<_, Option<i64>>(0))? else {
+        return Ok(0);
+    };
+    let rows = &rows[..rows.partition_point(|r| r.0 <= max_id)];
+    let runs: Vec<&[(i64, u64)]> = rows.chunk_by(|a, b| a.0 + 1 == b.0).collect();
+    let claim = |run: &[&[(i64, u64)]]| {
+        known.then(|| {
+            let rows = run.iter().copied().flatten();
+            (rows.clone().count(), rows.map(|r| r.1).sum::<u64>())
+        })
+    };
+    let mut upto = released;
+    let mut leading = 0;
+    for run in &runs {
+        if any_between(tx, upto, run[0].0)? {
+            break;
+        }
+        upto = run[run.len() - 1].0;
+        leading += 1;
+    }
+    let mut confirmed = 0;
+    if leading > 0 {
+        // No row in the gaps between these runs: the rows in the range are theirs.
+        let (bytes, n) = size_of_range(tx, released + 1, upto, claim(&runs[..leading]))?;
+        tx.prepare_cached(sql::META_SET)?
+            .execute(params!["released", upto])?;
+        tx.prepare_cached(sql::META_ADD)?
+            .execute(params!["released_bytes", bytes as i64])?;
+        confirmed += n;
+    }
+    let mut deleted = 0u64;
+    for run in &runs[leading..] {
+        let (lo, hi) = (run[0].0, run[run.len() - 1].0);
+        let (bytes, n) = size_of_range(tx, lo, hi, claim(std::slice::from_ref(run)))?;
+        if n > 0 {
+            tx.prepare_cached(sql::DELETE_RANGE)?
+                .execute(params![lo, hi])?;
+            deleted += bytes;
+            confirmed += n;
+        }
+    }
+    if deleted > 0 {
+        tx.prepare_cached(sql::META_ADD)?
+            .execute(params!["bytes", -(deleted as i64)])?;
+    }
+    truncate_if_done(tx, upto)?;
+    Ok(confirmed)
+}
+
+fn any_between(conn: &Connection, after: i64, before: i64) -> Result<bool, rusqlite::Error> {
+    conn.prepare_cached(sql::ANY_BETWEEN)?
+        .query_row(params![after, before], |r| r.get(0))
+}
+
+/// Accounted bytes and count of the rows with an id in `lo..=hi`. `claim`: how many rows
+/// the caller confirmed in that range and their bytes, trusted when exactly that many
+/// rows are there (the caller's ids are distinct and in the range, so they are the rows).
+fn size_of_range(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+    claim: Option<(usize, u64)>,
+) -> Result<(u64, usize), rusqlite::Error> {
+    if let Some((n, bytes)) = claim {
+        let there: i64 = conn
+            .prepare_cached(sql::COUNT_RANGE)?
+            .query_row(params![lo, hi], |r| r.get(0))?;
+        if there as usize == n {
+            return Ok((bytes + n as u64 * ROW_OVERHEAD, n));
+        }
+    }
+    let (len, n): (i64, i64) = conn
+        .prepare_cached(sql::SIZE_RANGE)?
+        .query_row(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((len as u64 + n as u64 * ROW_OVERHEAD, n as usize))
+}
+
+/// When no pending row is left, frees the released ones at once: SQLite's truncate frees
+/// their pages without rewriting them. Returns whether nothing is pending.
+fn truncate_if_done(tx: &Connection, released: i64) -> Result<bool, rusqlite::Error> {
+    if any(tx, sql::ANY_ABOVE, released)? {
+        return Ok(false);
+    }
+    if any(tx, sql::ANY_UP_TO, released)? {
+        tx.prepare_cached(sql::TRUNCATE)?.execute([])?;
+        tx.prepare_cached(sql::META_SET)?
+            .execute(params!["bytes", 0])?;
+        tx.prepare_cached(sql::META_SET)?
+            .execute(params!["released_bytes", 0])?;
+    }
+    Ok(true)
 }
 
 fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, rusqlite::Error> {
     let pending: i64 = conn.query_row(sql::COUNT, [], |r| r.get(0))?;
+    let bytes = meta(conn, "bytes")?.max(0) as u64;
+    let reclaimable_bytes = meta(conn, "released_bytes")?.max(0) as u64;
     let oldest: Option<i64> = conn.query_row(sql::OLDEST, [], |r| r.get(0)).optional()?;
     let dropped_full = meta(conn, "dropped_full")? as u64 + unsaved_dropped;
     let expired = meta(conn, "expired")? as u64;
     Ok(Stats {
         pending: pending as u64,
-        bytes: meta(conn, "bytes")?.max(0) as u64,
+        bytes: bytes.saturating_sub(reclaimable_bytes),
+        reclaimable_bytes,
         oldest_age_s: oldest.map_or(0.0, |t| ((now_ms - t).max(0)) as f64 / 1000.0),
         dropped: dropped_full + expired,
         dropped_full,

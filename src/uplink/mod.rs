@@ -494,9 +494,10 @@ const READ_CHUNK: usize = 1024;
 /// replay (heaptrack). From about 1,000 rows on, larger deletes cost no less per row.
 const DELETE_CHUNK: usize = 4096;
 
-/// A delete of confirmed rows on a SQLite thread: its result, and the rows (handed back
-/// to the flight if the delete failed).
-type Deleting = Trip<(Result<usize, QueueError>, Confirmed)>;
+/// A delete of confirmed rows (or a reclaim of released ones) on a SQLite thread: its
+/// result, the rows (handed back to the flight if the delete failed), and whether released
+/// rows are left to reclaim.
+type Deleting = Trip<(Result<usize, QueueError>, Confirmed, bool)>;
 
 /// A read ahead on a SQLite thread (on the pump's own connection when it has one).
 type Reading = Trip<(Option<Reader>, Result<Vec<Stored>, QueueError>)>;
@@ -565,6 +566,8 @@ async fn pump(
     };
     // The trips to the SQLite threads under way, with when each started (for the watchdog).
     let mut deleting: Option<(Deleting, u64)> = None;
+    // Released rows may be on disk (unknown at start): reclaim them when idle.
+    let mut reclaim_left = true;
     let mut reading: Option<(Reading, (ReadPlan, u64))> = None;
     // After a failed trip, no new one before this.
     let mut db_pause: Option<Instant> = None;
@@ -573,7 +576,7 @@ async fn pump(
         let now_ms = crate::service::now_ms() as i64;
         let db_ready = db_pause.is_none_or(|t| now >= t);
         // 1. Hand over what fits, and see what is left to do.
-        let (acked, read, wait_until) = {
+        let (acked, read, wait_until, reclaim) = {
             let mut f = handle.flight();
             if f.epoch != epoch {
                 // A new connection: every row left in the queue is unconfirmed.
@@ -656,6 +659,14 @@ async fn pump(
             } else {
                 Confirmed::default()
             };
+            // Released rows are reclaimed when there is nothing else to do (when nothing is
+            // pending, the last confirmation truncated them already).
+            let reclaim = db_ready
+                && deleting.is_none()
+                && acked.is_empty()
+                && f.acked.is_empty()
+                && idle
+                && reclaim_left;
             // Confirmed rows must be gone before the queue is read again from the start.
             let deletes_pending = deleting.is_some() || !acked.is_empty() || !f.acked.is_empty();
             let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
@@ -710,14 +721,23 @@ async fn pump(
                     Closing::Disconnecting => {}
                 }
             }
-            (acked, read, wait_until)
+            (acked, read, wait_until, reclaim)
         };
         // 2. Start the trips to the SQLite threads that are due.
         if !acked.is_empty() {
             let q = queue.clone();
             let task = crate::trips::spawn(move || {
-                let result = lock(&q).ack_known(&acked);
-                (result, acked)
+                let mut q = lock(&q);
+                let result = q.ack_known(&acked);
+                (result, acked, q.reclaimable())
+            });
+            deleting = Some((task, crate::service::now_ms()));
+        } else if reclaim {
+            let q = queue.clone();
+            let task = crate::trips::spawn(move || {
+                let mut q = lock(&q);
+                let result = q.reclaim(DELETE_CHUNK).map(|_| 0);
+                (result, Confirmed::default(), q.reclaimable())
             });
             deleting = Some((task, crate::service::now_ms()));
         }
@@ -756,8 +776,11 @@ async fn pump(
             done = finished(&mut deleting) => {
                 deleting = None;
                 match done {
-                    Ok((Ok(_), _)) => Metrics::add(&metrics.progress, 1),
-                    Ok((Err(e), unsaved)) => {
+                    Ok((Ok(_), _, left)) => {
+                        reclaim_left = left;
+                        Metrics::add(&metrics.progress, 1);
+                    }
+                    Ok((Err(e), unsaved, _)) => {
                         error!(error = %e, "Queue delete failed; retrying in 1s.");
                         handle.flight().acked.extend(unsaved);
                         db_pause = Some(Instant::now() + Duration::from_secs(1));
@@ -820,7 +843,7 @@ async fn pump(
                 // A delete under way finishes; rows it could not delete go back to the
                 // flight for the last delete at shutdown.
                 if let Some((task, _)) = deleting.take() {
-                    if let Ok((Err(_), unsaved)) = task.await {
+                    if let Ok((Err(_), unsaved, _)) = task.await {
                         handle.flight().acked.extend(unsaved);
                     }
                 }
