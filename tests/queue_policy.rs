@@ -137,3 +137,56 @@ fn corrupt_file_is_moved_aside_and_a_fresh_queue_starts() {
     assert!(aside.is_none());
     assert_eq!(q.stats(0).unwrap().pending, 3);
 }
+
+/// The uplink confirms rows with the sizes it read. Rows evicted, expired or purged after
+/// the read must not be counted again: the accounting stays what a scan finds.
+#[test]
+fn confirming_rows_removed_since_they_were_read_keeps_the_accounting() {
+    type Remove = fn(&mut Queue, i64);
+    let evict: Remove = |q, next| {
+        // 10 rows of 100 + 1 + overhead fill 1,250 bytes: 3 more evict 3.
+        let a = q.append(&batch(next, 3, 100)).unwrap();
+        assert_eq!(a.evicted_old, 3);
+    };
+    let expire: Remove = |q, _| {
+        assert_eq!(q.expire(3).unwrap(), 3);
+    };
+    let purge: Remove = |q, next| {
+        assert_eq!(q.purge().unwrap(), 10);
+        q.append(&batch(next, 2, 100)).unwrap();
+    };
+    // Of the five oldest rows confirmed, how many are still there to confirm.
+    for (name, remove, left) in [
+        ("evict", evict, 2),
+        ("expire", expire, 2),
+        ("purge", purge, 0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 1_250,
+            when_full: WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let mut q = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let rows: Vec<_> = (0..10)
+            .map(|i| NewMessage {
+                created_ms: i,
+                ..batch(1 + i, 1, 100).remove(0)
+            })
+            .collect();
+        q.append(&rows).unwrap();
+        let read = q.fetch_after(0, 100).unwrap();
+        let next = q.next_id();
+        remove(&mut q, next);
+        let first: Confirmed = read[..5].iter().map(|r| (r.id, r.bytes())).collect();
+        assert_eq!(q.ack_known(&first).unwrap(), left, "{name}");
+        let stats = q.stats(0).unwrap();
+        let (pending, released) = q.scan_bytes().unwrap();
+        assert_eq!(
+            (stats.bytes, stats.reclaimable_bytes),
+            (pending, released),
+            "{name}: the accounting is what a scan finds"
+        );
+        assert_eq!(q.bytes(), pending + released, "{name}");
+    }
+}

@@ -367,6 +367,7 @@ impl Queue {
         let last_seq = batch.last().map_or(0, |m| m.seq);
         if take < batch.len() {
             tx.execute(sql::RAISE_LAST_ID, params![last_seq])?;
+            removed(&tx, last_seq)?;
         }
         let dropped = out.evicted_old + out.dropped_new + self.unsaved_dropped;
         let mut meta_add = tx.prepare_cached(sql::META_ADD)?;
@@ -554,12 +555,20 @@ impl Queue {
     pub fn expire(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
         let run = |conn: &mut Connection| -> Result<(u64, Accounting), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let freed: Vec<u64> = {
+            let freed: Vec<(i64, u64)> = {
                 let mut stmt = tx.prepare_cached(sql::EXPIRE)?;
-                let rows = stmt.query_map(params![cutoff_ms], |r| r.get::<_, i64>(0))?;
-                rows.map(|l| l.map(|l| l as u64 + ROW_OVERHEAD))
-                    .collect::<Result<_, _>>()?
+                let rows = stmt.query_map(params![cutoff_ms], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)? as u64 + ROW_OVERHEAD,
+                    ))
+                })?;
+                rows.collect::<Result<_, _>>()?
             };
+            if let Some(last) = freed.iter().map(|r| r.0).max() {
+                removed(&tx, last)?;
+            }
+            let freed: Vec<u64> = freed.into_iter().map(|r| r.1).collect();
             let sum: u64 = freed.iter().sum();
             tx.execute(sql::META_ADD, params!["expired", freed.len() as i64])?;
             tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
@@ -586,6 +595,8 @@ impl Queue {
         let run = |conn: &mut Connection| -> Result<i64, rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n: i64 = tx.query_row(sql::COUNT, [], |r| r.get(0))?;
+            let last: i64 = tx.query_row(sql::LAST_ID, [], |r| r.get(0))?;
+            removed(&tx, last)?;
             tx.execute(sql::TRUNCATE, [])?;
             tx.execute(sql::META_SET, params!["bytes", 0])?;
             tx.execute(sql::META_SET, params!["released_bytes", 0])?;
@@ -786,8 +797,15 @@ fn evict_oldest(
     let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
     let mut rows = stmt.query(params![n, upto])?;
     let mut freed = Freed::default();
+    let mut last = released;
     while let Some(r) = rows.next()? {
-        freed.add(r.get(0)?, r.get(1)?, released);
+        let id = r.get(0)?;
+        freed.add(id, r.get(1)?, released);
+        last = last.max(id);
+    }
+    drop(rows);
+    if last > released {
+        removed(tx, last)?;
     }
     Ok(freed)
 }
@@ -822,6 +840,9 @@ fn evict_for(
     }
     if let Some(cutoff) = cutoff {
         tx.execute(sql::DELETE_UP_TO, params![cutoff])?;
+        if cutoff > released {
+            removed(tx, cutoff)?;
+        }
     }
     Ok(freed)
 }
@@ -842,6 +863,15 @@ impl Accounting {
     }
 }
 
+/// Notes that rows up to `id` may have left the queue other than by release (policy,
+/// expiry, purge, a delete of confirmed rows) or were never stored (refused): confirmed
+/// rows at or below it are counted before their sizes are trusted ([`confirm`]).
+fn removed(conn: &Connection, id: i64) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql::META_RAISE)?
+        .execute(params!["removed_upto", id])?;
+    Ok(())
+}
+
 fn any(conn: &Connection, query: &str, id: i64) -> Result<bool, rusqlite::Error> {
     conn.prepare_cached(query)?
         .query_row(params![id], |r| r.get(0))
@@ -853,6 +883,10 @@ fn any(conn: &Connection, query: &str, id: i64) -> Result<bool, rusqlite::Error>
 /// rows were confirmed.
 fn confirm(tx: &Connection, rows: &[(i64, u64)], known: bool) -> Result<usize, rusqlite::Error> {
     let released = meta(tx, "released")?;
+    // The uplink read these rows, so they were there. Above `removed_upto` nothing has left
+    // the queue but by release (filtered out just below), so they still are: their sizes
+    // need no count. At or below it, a count must find every one of them first.
+    let removed_upto = meta(tx, "removed_upto")?;
     let rows = &rows[rows.partition_point(|r| r.0 <= released)..];
     // The watermark never passes the highest id stored: later rows get higher ids.
     let Some(max_id) = tx.query_row(sql::MAX_ID, [], |r| r.get::<_, Option<i64>>(0))? else {
@@ -863,7 +897,11 @@ fn confirm(tx: &Connection, rows: &[(i64, u64)], known: bool) -> Result<usize, r
     let claim = |run: &[&[(i64, u64)]]| {
         known.then(|| {
             let rows = run.iter().copied().flatten();
-            (rows.clone().count(), rows.map(|r| r.1).sum::<u64>())
+            Claim {
+                rows: rows.clone().count(),
+                bytes: rows.clone().map(|r| r.1).sum::<u64>(),
+                sure: run[0][0].0 > removed_upto,
+            }
         })
     };
     let mut upto = released;
@@ -895,6 +933,7 @@ fn confirm(tx: &Connection, rows: &[(i64, u64)], known: bool) -> Result<usize, r
             deleted += bytes;
             confirmed += n;
         }
+        removed(tx, hi)?;
     }
     if deleted > 0 {
         tx.prepare_cached(sql::META_ADD)?
@@ -909,21 +948,32 @@ fn any_between(conn: &Connection, after: i64, before: i64) -> Result<bool, rusql
         .query_row(params![after, before], |r| r.get(0))
 }
 
-/// Accounted bytes and count of the rows with an id in `lo..=hi`. `claim`: how many rows
-/// the caller confirmed in that range and their bytes, trusted when exactly that many
-/// rows are there (the caller's ids are distinct and in the range, so they are the rows).
+/// What the uplink says of the rows it confirmed in a range: how many, their bytes as it
+/// read them, and whether they are sure to be there still.
+struct Claim {
+    rows: usize,
+    bytes: u64,
+    sure: bool,
+}
+
+/// Accounted bytes and count of the rows with an id in `lo..=hi`. A claim is trusted when
+/// it is sure, or when exactly that many rows are there (the caller's ids are distinct and
+/// in the range, so they are the rows).
 fn size_of_range(
     conn: &Connection,
     lo: i64,
     hi: i64,
-    claim: Option<(usize, u64)>,
+    claim: Option<Claim>,
 ) -> Result<(u64, usize), rusqlite::Error> {
-    if let Some((n, bytes)) = claim {
-        let there: i64 = conn
-            .prepare_cached(sql::COUNT_RANGE)?
-            .query_row(params![lo, hi], |r| r.get(0))?;
-        if there as usize == n {
-            return Ok((bytes + n as u64 * ROW_OVERHEAD, n));
+    if let Some(c) = claim {
+        let there = match c.sure {
+            true => c.rows as i64,
+            false => conn
+                .prepare_cached(sql::COUNT_RANGE)?
+                .query_row(params![lo, hi], |r| r.get(0))?,
+        };
+        if there as usize == c.rows {
+            return Ok((c.bytes + c.rows as u64 * ROW_OVERHEAD, c.rows));
         }
     }
     let (len, n): (i64, i64) = conn

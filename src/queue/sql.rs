@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('bytes', 0), ('dropped_full', 0), ('expired', 0), ('schema', 1),
-    ('released', 0), ('released_bytes', 0);
+    ('released', 0), ('released_bytes', 0), ('removed_upto', 0);
 ";
 
 /// The released watermark; 0 in a file no gateway of this version has opened yet.
@@ -70,7 +70,7 @@ pub const EXPIRE: &str = concat!(
     "DELETE FROM outbox WHERE id IN
      (SELECT id FROM outbox WHERE created_ms < ?1 AND id > ",
     released!(),
-    " ORDER BY id LIMIT 10000) RETURNING ",
+    " ORDER BY id LIMIT 10000) RETURNING id, ",
     row_bytes!()
 );
 pub const LAST_ID: &str =
@@ -88,6 +88,7 @@ pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const META_ADD: &str = "UPDATE meta SET value = value + ?2 WHERE key = ?1";
 pub const META_SET: &str = "UPDATE meta SET value = ?2 WHERE key = ?1";
+pub const META_RAISE: &str = "UPDATE meta SET value = max(value, ?2) WHERE key = ?1";
 /// Every row, released or not: SQLite's truncate (no WHERE) frees whole pages without
 /// rewriting them.
 pub const TRUNCATE: &str = "DELETE FROM outbox";
