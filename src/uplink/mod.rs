@@ -484,10 +484,11 @@ enum Closing {
     Disconnecting,
 }
 
-/// The most rows one read takes. Reads run while the rows read before are sent, so small
-/// reads cost little (1,024 and 4,096 replayed alike), and one read holds some hundred KiB
-/// of payloads at most, not megabytes.
-const READ_CHUNK: usize = 1024;
+/// The most rows one read takes. Each read is a round trip to a SQLite thread and back,
+/// and the pump waits for it once the rows read before are sent: with released rows
+/// instead of deletes, reads of 4,096 replayed a 1M backlog 1.1 to 1.2 times as fast as
+/// reads of 1,024 (alternating runs). One read still holds under a MiB of payloads.
+const READ_CHUNK: usize = 4096;
 
 /// The most confirmed rows one delete takes. Every page a delete touches stays in SQLite's
 /// cache until it commits: unbounded deletes held 4 MB of pages at the peak of a 1M-row
