@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench drain` (add `-- --quick` for a smoke run). The replay of the million
 //! in batches of 100 is reported from the gateway's start (queue check and connect included)
-//! and once rows are being deleted. `SENSORGATE_BENCH_BASELINE_BIN=<binary>` replays the same
+//! and once rows are being confirmed (released or deleted: they leave the pending set). `SENSORGATE_BENCH_BASELINE_BIN=<binary>` replays the same
 //! backlog with another build as well, in alternating runs, and prints the ratio; `-- --replay`
 //! runs only that part; `SENSORGATE_BENCH_RUNS=<n>` sets the number of alternating runs.
 
@@ -92,10 +92,10 @@ fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
 /// One drain of a prefilled queue.
 struct Drain {
     /// Rows per second from the gateway's start (open, integrity check, connect included)
-    /// until the queue is empty.
+    /// until no row is pending.
     rate: f64,
-    /// Rows per second once rows are being deleted: from the first probe that sees rows
-    /// gone until the queue is empty (the rows already gone by then are not counted).
+    /// Rows per second once rows are being confirmed: from the first probe that sees rows
+    /// gone until no row is pending (the rows already gone by then are not counted).
     steady: f64,
     peak_kb: u64,
 }
@@ -316,7 +316,7 @@ fn main() {
         );
     }
 
-    // Replay with batches of 100 (issue 5): rows are still deleted only on PUBACK. With
+    // Replay with batches of 100 (issue 5): rows are still confirmed only on PUBACK. With
     // SENSORGATE_BENCH_BASELINE_BIN (e.g. a build of an earlier commit), that binary replays
     // the same backlog in alternating runs, for a ratio measured in the same session.
     let baseline = std::env::var_os("SENSORGATE_BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
@@ -334,7 +334,7 @@ fn main() {
         for i in 0..runs {
             let d = gateway_drain_with(&broker, &backlog, batch);
             println!(
-                "  replay run {i} ({what}): {:.0} readings/s from start, {:.0}/s once deleting, peak RSS {:.1} MB",
+                "  replay run {i} ({what}): {:.0} readings/s from start, {:.0}/s once confirming, peak RSS {:.1} MB",
                 d.rate,
                 d.steady,
                 d.peak_kb as f64 / 1024.0
@@ -343,7 +343,7 @@ fn main() {
             if let Some(bin) = &baseline {
                 let d = binary_drain(bin, &broker, &backlog, batch);
                 println!(
-                    "  replay run {i} ({what}, baseline binary): {:.0} readings/s from start, {:.0}/s once deleting, peak RSS {:.1} MB",
+                    "  replay run {i} ({what}, baseline binary): {:.0} readings/s from start, {:.0}/s once confirming, peak RSS {:.1} MB",
                     d.rate,
                     d.steady,
                     d.peak_kb as f64 / 1024.0
@@ -360,12 +360,12 @@ fn main() {
         };
         let (rate, steady, rss) = med(&new);
         println!(
-            "replay: {big}-reading backlog in batches of 100 ({what}): {rate:.0} readings/s from start, {steady:.0}/s once deleting (medians), highest peak RSS {rss:.1} MB (target >= 2000000/s, < 20 MB)"
+            "replay: {big}-reading backlog in batches of 100 ({what}): {rate:.0} readings/s from start, {steady:.0}/s once confirming (medians), highest peak RSS {rss:.1} MB (target >= 2000000/s, < 20 MB)"
         );
         if !old.is_empty() {
             let (orate, osteady, orss) = med(&old);
             println!(
-                "replay: baseline binary: {orate:.0} readings/s from start, {osteady:.0}/s once deleting, highest peak RSS {orss:.1} MB; ratio new/baseline {:.2} from start, {:.2} once deleting",
+                "replay: baseline binary: {orate:.0} readings/s from start, {osteady:.0}/s once confirming, highest peak RSS {orss:.1} MB; ratio new/baseline {:.2} from start, {:.2} once confirming",
                 rate / orate,
                 steady / osteady
             );
