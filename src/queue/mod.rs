@@ -392,36 +392,41 @@ impl Queue {
         let mut evicted = 0;
         let n = (batch.len() * 2).max(64) as i64;
         let when_full = self.opts.when_full;
-        // Released rows go first, with either policy; pending ones only with drop_oldest.
-        let freed = (|| -> Result<(Freed, bool), rusqlite::Error> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let released = meta(&tx, "released")?;
-            let upto = match when_full {
-                WhenFull::DropOldest => i64::MAX,
-                WhenFull::DropNewest => released,
-            };
-            let freed = evict_oldest(&tx, n, upto, released)?;
-            tx.execute(sql::META_ADD, params!["dropped_full", freed.dropped as i64])?;
-            tx.execute(sql::META_ADD, params!["bytes", -(freed.bytes as i64)])?;
-            tx.execute(
-                sql::META_ADD,
-                params!["released_bytes", -(freed.reclaimed as i64)],
-            )?;
-            let reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
-            tx.commit()?;
-            Ok((freed, reclaimable))
-        })();
-        if let Ok((freed, reclaimable)) = freed {
-            self.reclaimable = reclaimable;
-            evicted = freed.dropped;
-            self.bytes = self.bytes.saturating_sub(freed.bytes);
-            if freed.rows > 0 {
-                if let Ok(mut a) = self.try_append(batch) {
-                    a.evicted_old += evicted;
-                    return Ok(a);
+        // Released rows go first, with either policy, as long as there are any; then
+        // pending ones, with drop_oldest only. Pages freed by a delete are not always
+        // enough for the batch: evict again, a bounded number of times.
+        for _ in 0..16 {
+            let freed = (|| -> Result<(Freed, bool), rusqlite::Error> {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let released = meta(&tx, "released")?;
+                let mut freed = evict_oldest(&tx, n, released, released)?;
+                if freed.rows == 0 && when_full == WhenFull::DropOldest {
+                    freed = evict_oldest(&tx, n, i64::MAX, released)?;
                 }
+                tx.execute(sql::META_ADD, params!["dropped_full", freed.dropped as i64])?;
+                tx.execute(sql::META_ADD, params!["bytes", -(freed.bytes as i64)])?;
+                tx.execute(
+                    sql::META_ADD,
+                    params!["released_bytes", -(freed.reclaimed as i64)],
+                )?;
+                let reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
+                tx.commit()?;
+                Ok((freed, reclaimable))
+            })();
+            let Ok((freed, reclaimable)) = freed else {
+                break;
+            };
+            self.reclaimable = reclaimable;
+            evicted += freed.dropped;
+            self.bytes = self.bytes.saturating_sub(freed.bytes);
+            if freed.rows == 0 {
+                break;
+            }
+            if let Ok(mut a) = self.try_append(batch) {
+                a.evicted_old += evicted;
+                return Ok(a);
             }
         }
         self.unsaved_dropped += batch.len() as u64;
@@ -489,32 +494,38 @@ impl Queue {
         self.reclaimable
     }
 
+    /// Runs `work` with `synchronous=NORMAL`. A confirmation lost to a power cut only means
+    /// a duplicate, which QoS 1 allows, and a lost reclaim is done again; the next insert's
+    /// FULL commit syncs the WAL anyway. The pragmas are cached statements: parsing them
+    /// each time cost more than the work.
+    fn without_fsync<T>(
+        &mut self,
+        work: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, QueueError> {
+        let sync = |conn: &Connection, pragma: &str| conn.prepare_cached(pragma)?.execute([]);
+        if self.opts.synchronous_full {
+            sync(&self.conn, sql::SYNC_NORMAL).map_err(|e| self.err(e))?;
+        }
+        let result = work(&mut self.conn);
+        if self.opts.synchronous_full {
+            sync(&self.conn, sql::SYNC_FULL).map_err(|e| self.err(e))?;
+        }
+        result.map_err(|e| self.err(e))
+    }
+
     fn confirm(&mut self, mut rows: Vec<(i64, u64)>, known: bool) -> Result<usize, QueueError> {
         if rows.is_empty() {
             return Ok(0);
         }
         rows.sort_unstable_by_key(|r| r.0);
         rows.dedup_by_key(|r| r.0);
-        // A confirmation lost to a power cut only means a duplicate, which QoS 1 allows:
-        // it skips the fsync (the next insert's FULL commit syncs the WAL anyway). The
-        // pragmas are cached statements: parsing them each time cost more than the work.
-        let sync = |conn: &Connection, pragma: &str| conn.prepare_cached(pragma)?.execute([]);
-        if self.opts.synchronous_full {
-            sync(&self.conn, sql::SYNC_NORMAL).map_err(|e| self.err(e))?;
-        }
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (n, after) = self.without_fsync(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = confirm(&tx, &rows, known)?;
             let after = Accounting::read(&tx)?;
             tx.commit()?;
             Ok((n, after))
-        })();
-        if self.opts.synchronous_full {
-            sync(&self.conn, sql::SYNC_FULL).map_err(|e| self.err(e))?;
-        }
-        let (n, after) = result.map_err(|e| self.err(e))?;
+        })?;
         self.bytes = after.bytes;
         self.reclaimable = after.reclaimable;
         Ok(n)
@@ -524,10 +535,8 @@ impl Queue {
     /// truncate, which does not rewrite the pages) when nothing is pending. Returns whether
     /// released rows are left. The uplink calls this when it has nothing else to do.
     pub fn reclaim(&mut self, max_rows: usize) -> Result<bool, QueueError> {
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let after = self.without_fsync(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let released = meta(&tx, "released")?;
             if !truncate_if_done(&tx, released)? {
                 let freed: u64 = {
@@ -544,8 +553,7 @@ impl Queue {
             let after = Accounting::read(&tx)?;
             tx.commit()?;
             Ok(after)
-        })();
-        let after = result.map_err(|e| self.err(e))?;
+        })?;
         self.bytes = after.bytes;
         self.reclaimable = after.reclaimable;
         Ok(after.reclaimable)
@@ -681,8 +689,16 @@ impl Reader {
     }
 
     /// The backlog's statistics, as [`Queue::stats`] (drops not yet saved are unknown here).
+    /// One read transaction: the gateway's commits between its statements would make the
+    /// counts and byte totals disagree.
     pub fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
-        stats(&self.conn, now_ms, 0).map_err(|e| self.err(e))
+        let read = || -> Result<Stats, rusqlite::Error> {
+            let tx = self.conn.unchecked_transaction()?;
+            let stats = stats(&tx, now_ms, 0)?;
+            tx.commit()?;
+            Ok(stats)
+        };
+        read().map_err(|e| self.err(e))
     }
 }
 

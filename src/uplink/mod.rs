@@ -781,6 +781,12 @@ async fn pump(
                         reclaim_left = left;
                         Metrics::add(&metrics.progress, 1);
                     }
+                    // A failed reclaim (nothing confirmed was in it) is optional work: it
+                    // waits for the next confirmation instead of pausing the queue.
+                    Ok((Err(e), unsaved, _)) if unsaved.is_empty() => {
+                        warn!(error = %e, "Could not reclaim released rows; trying again after the next confirmation.");
+                        reclaim_left = false;
+                    }
                     Ok((Err(e), unsaved, _)) => {
                         error!(error = %e, "Queue delete failed; retrying in 1s.");
                         handle.flight().acked.extend(unsaved);
