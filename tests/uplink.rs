@@ -129,7 +129,14 @@ fn every_shape_delivers_every_reading_across_a_link_reset() {
         wait_until(&format!("{what}: an empty queue"), LONG, || {
             gw.pending() == 0
         });
-        let got = seqs(&sub.readings("site/"));
+        // Mosquitto forwards a message before it acknowledges it, but the subscriber's
+        // thread may not have read the last ones yet: give it until a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = seqs(&sub.readings("site/"));
+        while got.len() < 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            got = seqs(&sub.readings("site/"));
+        }
         let missing: Vec<u64> = (1..=300).filter(|s| !got.contains_key(s)).collect();
         assert!(missing.is_empty(), "{what}: missing {missing:?}");
         assert_eq!(got.len(), 300, "{what}: only the readings sent");

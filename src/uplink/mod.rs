@@ -522,8 +522,9 @@ async fn finished<T, P>(task: &mut Option<(Trip<T>, P)>) -> Result<T, Panicked> 
 
 /// Deletes confirmed rows and hands new messages to rumqttc while the window has room.
 ///
-/// Rows are read ahead (a window's worth of messages, at least two windows of rows), so
-/// SQLite is read in bulk rather than once per acknowledgement. Deleting and reading are
+/// Rows are read ahead (a window's worth of messages, at least two reads' worth of rows), so
+/// SQLite is read in bulk rather than once per acknowledgement, and the next read is under
+/// way while the rows of the last one are sent. Deleting and reading are
 /// separate trips to the SQLite threads that run side by side, at most one of each: the read
 /// on a read-only connection of its own (WAL lets it read while the writer deletes), the
 /// delete on the shared queue. While a delete runs, confirmations gather for the next one;
@@ -577,7 +578,7 @@ async fn pump(
         let now_ms = crate::service::now_ms() as i64;
         let db_ready = db_pause.is_none_or(|t| now >= t);
         // 1. Hand over what fits, and see what is left to do.
-        let (acked, read, wait_until, reclaim) = {
+        let (acked, wait_until, reclaim) = {
             let mut f = handle.flight();
             if f.epoch != epoch {
                 // A new connection: every row left in the queue is unconfirmed.
@@ -598,7 +599,58 @@ async fn pump(
                 }
             }
             let window = f.window() as usize;
-            let read_ahead = (window * per_message).clamp(2 * window, 20_000);
+            // Room for the next read as well as the rows of the one just arrived, so that
+            // the SQLite thread reads while this one sends.
+            let read_ahead = (window * per_message).clamp(2 * READ_CHUNK, 20_000);
+            // The next read is decided before the sending below, which takes as long as a
+            // read: started after it, reads and sends would take turns instead of overlapping.
+            let room = read_ahead.saturating_sub(fresh.len() + old.len());
+            // Nothing is read before the connection is up and the backlog's end (`split`) is
+            // fixed: a read before it would put backlog rows among the fresh ones.
+            let want_read = split_taken && room > 0 && (fresh_cursor < last || old_cursor < split);
+            // Confirmed rows must be gone before the queue is read again from the start.
+            let deletes_pending = deleting.is_some() || !f.acked.is_empty();
+            let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
+                .then(|| {
+                    let room = room.min(READ_CHUNK);
+                    // Fresh rows first; the backlog when there are none.
+                    if fresh_cursor < last {
+                        (
+                            fresh_cursor,
+                            i64::MAX,
+                            ReadPlan {
+                                fresh: true,
+                                end: last,
+                                want: room,
+                                epoch,
+                            },
+                        )
+                    } else {
+                        (
+                            old_cursor,
+                            split,
+                            ReadPlan {
+                                fresh: false,
+                                end: split,
+                                want: room,
+                                epoch,
+                            },
+                        )
+                    }
+                });
+            if let Some((after, upto, plan)) = read {
+                let q = queue.clone();
+                let own = reader.take();
+                let want = plan.want;
+                let task = crate::trips::spawn(move || match own {
+                    Some(r) => {
+                        let rows = r.fetch_range(after, upto, want);
+                        (Some(r), rows)
+                    }
+                    None => (None, lock(&q).fetch_range(after, upto, want)),
+                });
+                reading = Some((task, (plan, crate::service::now_ms())));
+            }
             let mut wait_until: Option<Instant> = None;
             // Deletes may fall behind the broker's confirmations: then nothing more is sent
             // until they catch up, so what a crash can duplicate stays within three windows
@@ -644,11 +696,11 @@ async fn pump(
             if let Some(t) = db_pause.filter(|_| !db_ready) {
                 wait_until = Some(wait_until.map_or(t, |w| w.min(t)));
             }
-            let room = read_ahead.saturating_sub(fresh.len() + old.len());
-            // Nothing is read before the connection is up and the backlog's end (`split`) is
-            // fixed: a read before it would put backlog rows among the fresh ones.
-            let want_read = split_taken && room > 0 && (fresh_cursor < last || old_cursor < split);
-            let idle = fresh.is_empty() && old.is_empty() && !want_read;
+            // Nothing left to send or to read (with what was just sent counted out).
+            let more_to_read = split_taken
+                && fresh.len() + old.len() < read_ahead
+                && (fresh_cursor < last || old_cursor < split);
+            let idle = fresh.is_empty() && old.is_empty() && !more_to_read;
             // Confirmed rows are deleted a window's worth at a time, or at once when there
             // is nothing else to do or the queue is about to be read from the start.
             let delete_now = db_ready
@@ -668,36 +720,6 @@ async fn pump(
                 && f.acked.is_empty()
                 && idle
                 && reclaim_left;
-            // Confirmed rows must be gone before the queue is read again from the start.
-            let deletes_pending = deleting.is_some() || !acked.is_empty() || !f.acked.is_empty();
-            let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
-                .then(|| {
-                    let room = room.min(READ_CHUNK);
-                    // Fresh rows first; the backlog when there are none.
-                    if fresh_cursor < last {
-                        (
-                            fresh_cursor,
-                            i64::MAX,
-                            ReadPlan {
-                                fresh: true,
-                                end: last,
-                                want: room,
-                                epoch,
-                            },
-                        )
-                    } else {
-                        (
-                            old_cursor,
-                            split,
-                            ReadPlan {
-                                fresh: false,
-                                end: split,
-                                want: room,
-                                epoch,
-                            },
-                        )
-                    }
-                });
             // on_demand: everything sent, confirmed and deleted ends the window.
             if on_demand && f.online && idle && !deletes_pending && f.in_flight() == 0 {
                 match closing {
@@ -722,9 +744,9 @@ async fn pump(
                     Closing::Disconnecting => {}
                 }
             }
-            (acked, read, wait_until, reclaim)
+            (acked, wait_until, reclaim)
         };
-        // 2. Start the trips to the SQLite threads that are due.
+        // 2. Start the deletes that are due (a read started above, before the sending).
         if !acked.is_empty() {
             let q = queue.clone();
             let task = crate::trips::spawn(move || {
@@ -741,19 +763,6 @@ async fn pump(
                 (result, Confirmed::default(), q.reclaimable())
             });
             deleting = Some((task, crate::service::now_ms()));
-        }
-        if let Some((after, upto, plan)) = read {
-            let q = queue.clone();
-            let own = reader.take();
-            let want = plan.want;
-            let task = crate::trips::spawn(move || match own {
-                Some(r) => {
-                    let rows = r.fetch_range(after, upto, want);
-                    (Some(r), rows)
-                }
-                None => (None, lock(&q).fetch_range(after, upto, want)),
-            });
-            reading = Some((task, (plan, crate::service::now_ms())));
         }
         // The watchdog looks at the oldest trip still under way.
         let since = [
