@@ -46,12 +46,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let queue: SharedQueue = Arc::new(Mutex::new(open_queue(&config)?));
     let metrics = Arc::new(Metrics::default());
-    let (last_id, pending) = {
+    // No count of the pending rows here: it reads every page of the table (seconds for a
+    // large queue on an SD card), and housekeeping counts them on its first round anyway.
+    let (last_id, pending_bytes) = {
         let q = lock(&queue);
-        let stats = q.stats(Stamp::now().wall_ms)?;
-        (q.next_id() - 1, stats.pending)
+        (q.next_id() - 1, q.pending_bytes()?)
     };
-    info!(queue = %config.queue_path().display(), pending, "Queue open.");
+    info!(queue = %config.queue_path().display(), pending_bytes, last_seq = last_id, "Queue open.");
 
     let (committed_tx, committed_rx) = watch::channel(last_id);
     let (readings_tx, readings_rx) = mpsc::channel(READINGS_CAPACITY);
@@ -93,6 +94,8 @@ pub async fn run(
         committed_tx,
         metrics.clone(),
     ));
+    // Cancelled by whoever finds the queue file damaged: the gateway then stops with an error.
+    let damaged = CancellationToken::new();
     let uplink_cancel = CancellationToken::new();
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
     let uplink = tokio::spawn(uplink::run(
@@ -101,6 +104,7 @@ pub async fn run(
         committed_rx,
         metrics.clone(),
         uplink_cancel.clone(),
+        damaged.clone(),
         handle_tx,
     ));
     let house_cancel = CancellationToken::new();
@@ -110,6 +114,7 @@ pub async fn run(
         metrics.clone(),
         handle_rx,
         house_cancel.clone(),
+        damaged.clone(),
     ));
     let supervisor_cancel = CancellationToken::new();
     let m = &config.mqtt;
@@ -121,16 +126,21 @@ pub async fn run(
     on_ready();
     info!(gateway = %config.gateway.id, inputs = config.inputs.len(), "Gateway running.");
 
-    // Run until asked to stop, or until the pipeline fails (the queue cannot be written).
+    // Run until asked to stop, or until the pipeline fails (the queue cannot be written),
+    // or the queue file is found damaged.
     let mut pipeline = pipeline;
     // Inputs that end by themselves (a synthetic `count`) end the pipeline early: keep
     // draining the queue until shutdown all the same.
     let pipeline_result = tokio::select! {
         _ = shutdown.cancelled() => None,
+        _ = damaged.cancelled() => None,
         r = &mut pipeline => match r {
             Ok(Ok(())) => {
                 info!("Every input has finished; forwarding the backlog until stopped.");
-                shutdown.cancelled().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = damaged.cancelled() => {}
+                }
                 Some(Ok(Ok(())))
             }
             failed => Some(failed),
@@ -149,6 +159,23 @@ pub async fn run(
     let _ = house.await;
     uplink_cancel.cancel();
     let _ = uplink.await;
+    // Last: a stop that lost nothing lets the next start skip the integrity check.
+    let stopped_well = matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled();
+    if stopped_well {
+        let q = queue.clone();
+        match crate::trips::spawn(move || lock(&q).mark_clean()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                warn!("The queue met a damaged file or a failing disk; the next start checks it.")
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
+            }
+            Err(e) => {
+                warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
+            }
+        }
+    }
     info!(
         readings = Metrics::get(&metrics.readings),
         committed = Metrics::get(&metrics.committed),
@@ -157,6 +184,12 @@ pub async fn run(
         dropped = Metrics::get(&metrics.dropped),
         "Gateway stopped."
     );
+    if damaged.is_cancelled() {
+        anyhow::bail!(
+            "the queue file {} is damaged; the next start checks it",
+            config.queue_path().display()
+        );
+    }
     match pipeline_result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context("the pipeline could not write the queue")),
@@ -171,6 +204,7 @@ async fn housekeeping(
     metrics: Arc<Metrics>,
     handle: tokio::sync::oneshot::Receiver<uplink::Handle>,
     cancel: CancellationToken,
+    damaged: CancellationToken,
 ) {
     let Ok(handle) = handle.await else { return };
     // Often enough for the systemd status line; the health topic keeps its own interval.
@@ -215,6 +249,10 @@ async fn housekeeping(
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "Housekeeping could not read the queue.");
+                if e.is_corrupt() {
+                    error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
+                    damaged.cancel();
+                }
                 continue;
             }
             Err(_) => continue,

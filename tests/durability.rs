@@ -226,3 +226,62 @@ fn half_open_link_is_detected_by_keep_alive() {
     let d = delivered(&sub, "site/gw1/wx");
     assert!(duplicates(&d) <= 192, "{} duplicates", duplicates(&d));
 }
+
+/// A bad sector under a queue that was closed cleanly: the start skips the integrity check,
+/// so the damage is met later; the gateway then stops with an error instead of retrying
+/// forever, and its restart checks the file and moves it aside.
+#[test]
+fn damage_under_a_cleanly_closed_queue_stops_the_gateway_and_the_restart_checks_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port());
+    let config = base_config(tmp.path(), "gw1", &url, "")
+        + "[queue]\ncommit_every = 500\n\n\
+           [[synthetic]]\nname = \"wx\"\nrate = 5000.0\n\
+           fields = [\"temperature\", \"humidity\", \"pressure\"]\n\
+           topic = \"site/{gateway}/{input}\"\nqos = 1\ncount = 2000\n";
+    let mut gw = Gateway::new(tmp.path(), &config);
+    gw.start();
+    wait_until("2000 readings queued", LONG, || gw.pending() == 2000);
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let db = tmp.path().join("state/queue.db");
+    assert!(
+        !tmp.path().join("state/queue.db-wal").exists(),
+        "the last close folds the WAL into the file"
+    );
+    let pages = std::fs::metadata(&db).unwrap().len() / 4096;
+    assert!(pages > 20, "{pages} pages");
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
+        f.write_all(&[0xa5; 4096]).unwrap();
+    }
+
+    gw.start();
+    let status = gw.wait_stopped(LONG);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the gateway stops with an error: {status:?}"
+    );
+    assert!(gw.log().contains("The queue file is damaged"));
+    assert!(
+        !gw.log().contains("moved it aside"),
+        "not checked at the start"
+    );
+
+    gw.start();
+    gw.wait_log("moved it aside", LONG);
+    let aside = std::fs::read_dir(tmp.path().join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("queue.db.corrupt-")
+        });
+    assert!(aside, "the damaged file is kept aside");
+    wait_until("the fresh queue takes readings", LONG, || gw.pending() > 0);
+    assert!(gw.is_running());
+}

@@ -108,6 +108,64 @@ fn a_full_disk_reclaims_released_rows_before_it_drops() {
     }
 }
 
+/// Overwrites the page in the middle of the file (a leaf of `outbox` once it holds a few
+/// hundred rows) with garbage: a bad sector under the queue.
+fn damage_a_middle_page(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    assert!(!wal.exists(), "the last close folds the WAL into the file");
+    let pages = std::fs::metadata(path).unwrap().len() / 4096;
+    assert!(pages > 20, "{pages} pages");
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
+    f.write_all(&[0xa5; 4096]).unwrap();
+}
+
+#[test]
+fn a_cleanly_closed_queue_is_not_checked_but_damage_found_later_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut q = Queue::open(&path, opts(WhenFull::DropOldest)).unwrap();
+    q.append(&batch(1, 600, 200)).unwrap();
+    assert!(q.mark_clean().unwrap());
+    drop(q);
+    damage_a_middle_page(&path);
+
+    // Closed cleanly: the open does not read the whole file, and so does not see the damage.
+    let (q, aside) = open_or_reset(&path, opts(WhenFull::DropOldest)).unwrap();
+    assert!(aside.is_none(), "a cleanly closed queue is not checked");
+    // The read that meets it fails as damage, on the uplink's own connection too.
+    let e = q
+        .reader()
+        .unwrap()
+        .fetch_range(0, i64::MAX, 1000)
+        .unwrap_err();
+    assert!(e.is_corrupt(), "{e}");
+    // A queue that met damage is not marked clean ...
+    let mut q = q;
+    assert!(!q.mark_clean().unwrap());
+    drop(q);
+    // ... and since the open cleared the flag, the next one checks and moves it aside.
+    let (q, aside) = open_or_reset(&path, opts(WhenFull::DropOldest)).unwrap();
+    assert!(aside.is_some(), "the restart checks the file");
+    assert_eq!(q.stats(0).unwrap().pending, 0);
+}
+
+#[test]
+fn a_queue_not_closed_cleanly_is_checked_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut q = Queue::open(&path, opts(WhenFull::DropOldest)).unwrap();
+    q.append(&batch(1, 600, 200)).unwrap();
+    assert!(q.mark_clean().unwrap());
+    drop(q);
+    // A gateway that opened it and was killed: its open cleared the flag.
+    drop(Queue::open(&path, opts(WhenFull::DropOldest)).unwrap());
+    damage_a_middle_page(&path);
+    let (_, aside) = open_or_reset(&path, opts(WhenFull::DropOldest)).unwrap();
+    assert!(aside.is_some(), "the damage is found at open");
+}
+
 #[test]
 fn corrupt_file_is_moved_aside_and_a_fresh_queue_starts() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,6 @@
 //! gateway runs, thanks to WAL), and opening with a reset when the file is corrupt.
 
 use super::{Queue, QueueError, QueueOptions, Reader, Stats, Stored};
-use rusqlite::ErrorCode;
 use std::path::{Path, PathBuf};
 
 /// Reads the statistics of a queue file without taking part in writing it (the CLI, while
@@ -25,12 +24,7 @@ pub fn open_or_reset(
 ) -> Result<(Queue, Option<PathBuf>), QueueError> {
     match Queue::open(path, opts.clone()) {
         Ok(q) => Ok((q, None)),
-        Err(QueueError::Sqlite { source, .. })
-            if matches!(
-                source.sqlite_error_code(),
-                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-            ) =>
-        {
+        Err(e) if e.is_corrupt() => {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

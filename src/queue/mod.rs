@@ -28,6 +28,14 @@
 //!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
 //! - A file that SQLite cannot open or check is moved aside and a fresh queue started
 //!   ([`open_or_reset`]): the gateway never crash-loops on its own state.
+//! - **Checked unless closed cleanly.** [`Queue::open`] runs SQLite's `quick_check` (it
+//!   reads the whole file: 0.12 s for a 137 MB backlog here, many seconds on an SD card)
+//!   unless `meta.clean` says the last gateway closed the file cleanly
+//!   ([`Queue::mark_clean`]), and clears that flag durably before anything else is written:
+//!   a kill -9 or a power cut leaves it cleared, and the next start checks. Damage found
+//!   later (a bad sector under a cleanly closed file) fails the statement that meets it with
+//!   [`QueueError::is_corrupt`]; the gateway then stops with an error, and its restart
+//!   checks the file. A queue whose connections saw the file fail is never marked clean.
 //!
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
 //! `.await`); async callers use `trips::spawn`.
@@ -42,6 +50,7 @@ use crate::mapping::NewMessage;
 use bytes::{Bytes, BytesMut};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +192,29 @@ pub enum QueueError {
     },
 }
 
+impl QueueError {
+    /// Whether SQLite found the file damaged (or not a database at all).
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            QueueError::Sqlite { source, .. } => is_damage(source),
+            QueueError::Io { .. } => false,
+        }
+    }
+}
+
+/// A damaged file, or a disk that failed to read or write it.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// Whether an error says the file can no longer be trusted to be whole.
+fn is_fault(e: &rusqlite::Error) -> bool {
+    is_damage(e) || matches!(e.sqlite_error_code(), Some(ErrorCode::SystemIoFailure))
+}
+
 pub struct Queue {
     conn: Connection,
     path: PathBuf,
@@ -193,6 +225,9 @@ pub struct Queue {
     unsaved_dropped: u64,
     /// Whether released rows were on disk after the last transaction.
     reclaimable: bool,
+    /// Set when any connection to the file (this one or a [`Reader`] made by
+    /// [`Queue::reader`]) met a damaged file or a failing disk: then it is not marked clean.
+    faulted: Arc<AtomicBool>,
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -223,22 +258,31 @@ impl Queue {
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        let sync = if opts.synchronous_full {
-            "FULL"
-        } else {
-            "NORMAL"
-        };
-        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        // The flag is cleared with an fsync whatever the configured level: a power cut
+        // after this must leave it cleared.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
-        if check != "ok" {
-            return Err(err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(format!("quick_check: {check}")),
-            )));
+        let clean = was_closed_cleanly(&conn).map_err(err)?;
+        if !clean {
+            let check: String = conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+                .map_err(err)?;
+            if check != "ok" {
+                return Err(err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(format!("quick_check: {check}")),
+                )));
+            }
         }
         conn.execute_batch(sql::SCHEMA).map_err(err)?;
+        if clean {
+            conn.execute(sql::META_SET, params!["clean", 0])
+                .map_err(err)?;
+        }
+        if !opts.synchronous_full {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+        }
         let last: i64 = conn
             .query_row(sql::LAST_ID, [], |r| r.get(0))
             .map_err(err)?;
@@ -253,14 +297,38 @@ impl Queue {
             bytes: bytes.max(0) as u64,
             unsaved_dropped: 0,
             reclaimable,
+            faulted: Arc::new(AtomicBool::new(false)),
         })
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
+        if is_fault(&source) {
+            self.faulted.store(true, Ordering::Relaxed);
+        }
         QueueError::Sqlite {
             path: self.path.display().to_string(),
             source,
         }
+    }
+
+    /// Records that the file was closed cleanly, so that the next [`Queue::open`] skips the
+    /// integrity check. The gateway calls it last, after a stop that lost nothing; it
+    /// declines (`Ok(false)`) when a connection to the file met damage or a failing disk.
+    pub fn mark_clean(&mut self) -> Result<bool, QueueError> {
+        if self.faulted.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let full = self.opts.synchronous_full;
+        let run = |conn: &Connection| -> Result<(), rusqlite::Error> {
+            conn.execute_batch(sql::SYNC_FULL)?;
+            conn.execute(sql::META_SET, params!["clean", 1])?;
+            if !full {
+                conn.execute_batch(sql::SYNC_NORMAL)?;
+            }
+            Ok(())
+        };
+        run(&self.conn).map_err(|e| self.err(e))?;
+        Ok(true)
     }
 
     pub fn path(&self) -> &Path {
@@ -457,7 +525,8 @@ impl Queue {
     /// A second, read-only connection to this queue for the uplink's reads. In WAL mode it
     /// reads while this one appends and deletes, so reading ahead waits for neither.
     pub fn reader(&self) -> Result<Reader, QueueError> {
-        let r = Reader::open(&self.path)?;
+        let mut r = Reader::open(&self.path)?;
+        r.faulted = self.faulted.clone();
         // Reads go forward through the table: a small page cache is enough.
         r.conn
             .pragma_update(None, "cache_size", -256)
@@ -618,6 +687,15 @@ impl Queue {
         Ok(n as u64)
     }
 
+    /// Accounted bytes of the pending rows (as [`Stats::bytes`], without a scan).
+    pub fn pending_bytes(&self) -> Result<u64, QueueError> {
+        let read = || -> Result<u64, rusqlite::Error> {
+            let bytes = meta(&self.conn, "bytes")?.max(0) as u64;
+            Ok(bytes.saturating_sub(meta(&self.conn, "released_bytes")?.max(0) as u64))
+        };
+        read().map_err(|e| self.err(e))
+    }
+
     /// Accounted bytes on disk, pending and released, as tracked in memory (equal to
     /// `meta.bytes`).
     pub fn bytes(&self) -> u64 {
@@ -650,6 +728,8 @@ impl Queue {
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
+    /// Shared with the [`Queue`] that made it, if one did.
+    faulted: Arc<AtomicBool>,
 }
 
 impl Reader {
@@ -668,10 +748,14 @@ impl Reader {
         Ok(Reader {
             conn,
             path: path.to_path_buf(),
+            faulted: Arc::new(AtomicBool::new(false)),
         })
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
+        if is_fault(&source) {
+            self.faulted.store(true, Ordering::Relaxed);
+        }
         QueueError::Sqlite {
             path: self.path.display().to_string(),
             source,
@@ -772,6 +856,23 @@ fn fetch_range(
             }
         })
         .collect())
+}
+
+/// Whether the last gateway marked the file clean ([`Queue::mark_clean`]); false for a new
+/// file, or one from a version without the flag.
+fn was_closed_cleanly(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(false);
+    }
+    Ok(conn
+        .query_row(sql::META_GET, params!["clean"], |r| r.get::<_, i64>(0))
+        .optional()?
+        == Some(1))
 }
 
 fn meta(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {

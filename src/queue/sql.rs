@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('bytes', 0), ('dropped_full', 0), ('expired', 0), ('schema', 1),
-    ('released', 0), ('released_bytes', 0), ('removed_upto', 0);
+    ('released', 0), ('released_bytes', 0), ('removed_upto', 0), ('clean', 0);
 ";
 
 /// The released watermark; 0 in a file no gateway of this version has opened yet.

@@ -94,6 +94,7 @@ pub async fn run(
     committed: watch::Receiver<i64>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    damaged: CancellationToken,
     ready: tokio::sync::oneshot::Sender<Handle>,
 ) {
     let cfg = Arc::new(cfg);
@@ -112,6 +113,7 @@ pub async fn run(
         committed,
         metrics.clone(),
         pump_cancel.clone(),
+        damaged,
     ));
 
     poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel).await;
@@ -537,7 +539,16 @@ async fn pump(
     mut committed: watch::Receiver<i64>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    damaged: CancellationToken,
 ) {
+    // A damaged file cannot be mended from here: the gateway stops with an error, and its
+    // restart checks the file (moving it aside if it is corrupt).
+    let on_error = |e: &crate::queue::QueueError| {
+        if e.is_corrupt() && !damaged.is_cancelled() {
+            error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
+            damaged.cancel();
+        }
+    };
     let per_message = cfg.batch.as_ref().map_or(1, |b| b.max_readings);
     let max_delay = cfg.batch.as_ref().map_or(Duration::ZERO, |b| b.max_delay);
     let on_demand = matches!(cfg.connection, Connection::OnDemand { .. });
@@ -793,10 +804,12 @@ async fn pump(
                     // A failed reclaim (nothing confirmed was in it) is optional work: it
                     // waits for the next confirmation instead of pausing the queue.
                     Ok((Err(e), unsaved, _)) if unsaved.is_empty() => {
+                        on_error(&e);
                         warn!(error = %e, "Could not reclaim released rows; trying again after the next confirmation.");
                         reclaim_left = false;
                     }
                     Ok((Err(e), unsaved, _)) => {
+                        on_error(&e);
                         error!(error = %e, "Queue delete failed; retrying in 1s.");
                         handle.flight().acked.extend(unsaved);
                         db_pause = Some(Instant::now() + Duration::from_secs(1));
@@ -816,6 +829,7 @@ async fn pump(
                     }
                     Ok((own, Err(e))) => {
                         reader = own;
+                        on_error(&e);
                         error!(error = %e, "Queue read failed; retrying in 1s.");
                         db_pause = Some(Instant::now() + Duration::from_secs(1));
                         continue;

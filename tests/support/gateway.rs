@@ -87,6 +87,12 @@ impl Gateway {
         (status, t0.elapsed())
     }
 
+    /// Waits for the gateway to exit by itself; None (and killed) after `timeout`.
+    pub fn wait_stopped(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take().expect("gateway running");
+        wait_exit(&mut c, timeout)
+    }
+
     /// The running gateway's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("gateway running").id()
