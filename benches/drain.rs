@@ -43,7 +43,9 @@ fn messages(n: usize) -> Vec<NewMessage> {
     out
 }
 
-fn prefill(state: &Path, msgs: &[NewMessage]) {
+/// Fills the queue at `state`. `Stop::Clean` leaves it as a gateway's clean stop does (the
+/// next start skips the integrity check); `Stop::Killed` as a kill -9 or a power cut.
+fn prefill(state: &Path, msgs: &[NewMessage], stop: Stop) {
     let opts = QueueOptions {
         max_size: u64::MAX,
         when_full: WhenFull::DropOldest,
@@ -53,6 +55,15 @@ fn prefill(state: &Path, msgs: &[NewMessage]) {
     for chunk in msgs.chunks(10_000) {
         q.append(chunk).unwrap();
     }
+    if stop == Stop::Clean {
+        assert!(q.mark_clean().unwrap());
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Clean,
+    Killed,
 }
 
 fn gateway_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
@@ -83,17 +94,48 @@ fn spawn_binary(bin: &Path, config: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// Starts `bin` with its log piped to a thread that notes when it says it connected.
+fn spawn_watched(
+    bin: &Path,
+    config: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Instant>) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("Connected to the broker") {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// Runs the gateway on a prefilled queue until it is empty. Returns (messages/s, peak RSS kB).
 fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
-    let d = gateway_drain_with(broker, msgs, "");
+    let d = gateway_drain_with(broker, msgs, "", Stop::Clean);
     (d.rate, d.peak_kb)
 }
 
 /// One drain of a prefilled queue.
 struct Drain {
-    /// Rows per second from the gateway's start (open, integrity check, connect included)
-    /// until no row is pending.
+    /// Rows per second from the gateway's start (open, integrity check if any, connect
+    /// included) until no row is pending.
     rate: f64,
+    /// Rows per second from the gateway's connection to the broker (its log says so) until
+    /// no row is pending: a replay after an outage, when the gateway was running.
+    connected: f64,
     /// Rows per second once rows are being confirmed: from the first probe that sees rows
     /// gone until no row is pending (the rows already gone by then are not counted).
     steady: f64,
@@ -101,14 +143,20 @@ struct Drain {
 }
 
 /// The same, with more config (e.g. `[mqtt.batch]`). Rates are queue rows (readings) per second.
-fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> Drain {
-    binary_drain(Path::new(BIN), broker, msgs, extra)
+fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str, stop: Stop) -> Drain {
+    binary_drain(Path::new(BIN), broker, msgs, extra, stop)
 }
 
 /// The same, with another gateway binary.
-fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str) -> Drain {
+fn binary_drain(
+    bin: &Path,
+    broker: &Mosquitto,
+    msgs: &[NewMessage],
+    extra: &str,
+    stop: Stop,
+) -> Drain {
     let dir = tempfile::tempdir().unwrap();
-    prefill(&dir.path().join("state"), msgs);
+    prefill(&dir.path().join("state"), msgs, stop);
     let cfg = gateway_config(
         dir.path(),
         &format!("mqtt://127.0.0.1:{}", broker.port),
@@ -117,7 +165,7 @@ fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str
     let db = dir.path().join("state/queue.db");
     let first_id = msgs[0].seq;
     let t0 = Instant::now();
-    let mut child = spawn_binary(bin, &cfg);
+    let (mut child, connected) = spawn_watched(bin, &cfg);
     let mut peak = 0;
     // Cheap probes (an index lookup, not count(*)), so that watching costs the gateway no
     // CPU. Rows are confirmed oldest first, so the lowest pending id (above the released
@@ -159,12 +207,16 @@ fn binary_drain(bin: &Path, broker: &Mosquitto, msgs: &[NewMessage], extra: &str
     );
     let _ = child.kill();
     let _ = child.wait();
+    let connected = connected
+        .try_recv()
+        .map_or(f64::NAN, |t| msgs.len() as f64 / (end - t).as_secs_f64());
     let steady = match first_gone {
         Some((t, gone)) if end > t => (msgs.len() as i64 - gone) as f64 / (end - t).as_secs_f64(),
         _ => f64::NAN,
     };
     Drain {
         rate: msgs.len() as f64 / secs,
+        connected,
         steady,
         peak_kb: peak,
     }
@@ -236,7 +288,7 @@ fn bare_rumqttc(broker: &Mosquitto, msgs: &[NewMessage]) -> f64 {
 /// Peak RSS while the gateway holds a backlog (no broker) and takes new readings.
 fn holding(backlog: &[NewMessage], seconds: u64) -> u64 {
     let dir = tempfile::tempdir().unwrap();
-    prefill(&dir.path().join("state"), backlog);
+    prefill(&dir.path().join("state"), backlog, Stop::Clean);
     let nobody = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -318,57 +370,92 @@ fn main() {
 
     // Replay with batches of 100 (issue 5): rows are still confirmed only on PUBACK. With
     // SENSORGATE_BENCH_BASELINE_BIN (e.g. a build of an earlier commit), that binary replays
-    // the same backlog in alternating runs, for a ratio measured in the same session.
+    // the same backlog in alternating runs, for a ratio measured in the same session. The
+    // backlog is left as by a clean stop (the start skips the integrity check) and, for the
+    // JSON arrays, also as by a kill -9 (the start checks the whole file first).
     let baseline = std::env::var_os("SENSORGATE_BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
-    for (what, batch) in [
+    let show = |d: &Drain| {
+        format!(
+            "{:.0} readings/s from start, {:.0}/s from the connection, {:.0}/s once confirming, peak RSS {:.1} MB",
+            d.rate,
+            d.connected,
+            d.steady,
+            d.peak_kb as f64 / 1024.0
+        )
+    };
+    struct Med {
+        rate: f64,
+        connected: f64,
+        steady: f64,
+        rss: f64,
+    }
+    let med = |v: &[Drain]| Med {
+        rate: median(v.iter().map(|d| d.rate).collect()),
+        connected: median(v.iter().map(|d| d.connected).collect()),
+        steady: median(v.iter().map(|d| d.steady).collect()),
+        rss: v.iter().map(|d| d.peak_kb).max().unwrap_or(0) as f64 / 1024.0,
+    };
+    for (what, batch, after_kill) in [
         (
             "JSON arrays",
             "[mqtt.batch]\nmax_readings = 100\nmax_delay = \"1s\"\n",
+            true,
         ),
         (
             "JSON arrays, zstd",
             "[mqtt.batch]\nmax_readings = 100\nmax_delay = \"1s\"\ncompression = \"zstd\"\n",
+            false,
         ),
     ] {
-        let (mut new, mut old) = (Vec::new(), Vec::new());
+        let (mut new, mut killed, mut old) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
-            let d = gateway_drain_with(&broker, &backlog, batch);
-            println!(
-                "  replay run {i} ({what}): {:.0} readings/s from start, {:.0}/s once confirming, peak RSS {:.1} MB",
-                d.rate,
-                d.steady,
-                d.peak_kb as f64 / 1024.0
-            );
+            let d = gateway_drain_with(&broker, &backlog, batch, Stop::Clean);
+            println!("  replay run {i} ({what}): {}", show(&d));
             new.push(d);
+            if after_kill {
+                let d = gateway_drain_with(&broker, &backlog, batch, Stop::Killed);
+                println!("  replay run {i} ({what}, after a kill): {}", show(&d));
+                killed.push(d);
+            }
             if let Some(bin) = &baseline {
-                let d = binary_drain(bin, &broker, &backlog, batch);
-                println!(
-                    "  replay run {i} ({what}, baseline binary): {:.0} readings/s from start, {:.0}/s once confirming, peak RSS {:.1} MB",
-                    d.rate,
-                    d.steady,
-                    d.peak_kb as f64 / 1024.0
-                );
+                let d = binary_drain(bin, &broker, &backlog, batch, Stop::Clean);
+                println!("  replay run {i} ({what}, baseline binary): {}", show(&d));
                 old.push(d);
             }
         }
-        let med = |v: &[Drain]| {
-            (
-                median(v.iter().map(|d| d.rate).collect()),
-                median(v.iter().map(|d| d.steady).collect()),
-                v.iter().map(|d| d.peak_kb).max().unwrap_or(0) as f64 / 1024.0,
-            )
-        };
-        let (rate, steady, rss) = med(&new);
+        let m = med(&new);
         println!(
-            "replay: {big}-reading backlog in batches of 100 ({what}): {rate:.0} readings/s from start, {steady:.0}/s once confirming (medians), highest peak RSS {rss:.1} MB (target >= 2000000/s, < 20 MB)"
+            "replay: {big}-reading backlog in batches of 100 ({what}), medians: {:.0} readings/s from start, {:.0}/s from the connection, {:.0}/s once confirming; highest peak RSS {:.1} MB (target >= 2000000/s, < 20 MB)",
+            m.rate, m.connected, m.steady, m.rss
         );
-        if !old.is_empty() {
-            let (orate, osteady, orss) = med(&old);
+        if !killed.is_empty() {
+            let k = med(&killed);
             println!(
-                "replay: baseline binary: {orate:.0} readings/s from start, {osteady:.0}/s once confirming, highest peak RSS {orss:.1} MB; ratio new/baseline {:.2} from start, {:.2} once confirming",
-                rate / orate,
-                steady / osteady
+                "replay after a kill (integrity check at start): {:.0} readings/s from start, {:.0}/s from the connection, {:.0}/s once confirming; highest peak RSS {:.1} MB",
+                k.rate, k.connected, k.steady, k.rss
             );
+        }
+        if !old.is_empty() {
+            let o = med(&old);
+            println!(
+                "replay: baseline binary: {:.0} readings/s from start, {:.0}/s from the connection, {:.0}/s once confirming; highest peak RSS {:.1} MB",
+                o.rate, o.connected, o.steady, o.rss
+            );
+            println!(
+                "replay: ratio new/baseline: {:.2} from start, {:.2} from the connection, {:.2} once confirming",
+                m.rate / o.rate,
+                m.connected / o.connected,
+                m.steady / o.steady
+            );
+            if !killed.is_empty() {
+                let k = med(&killed);
+                println!(
+                    "replay: ratio new after a kill/baseline: {:.2} from start, {:.2} from the connection, {:.2} once confirming",
+                    k.rate / o.rate,
+                    k.connected / o.connected,
+                    k.steady / o.steady
+                );
+            }
         }
     }
 }
