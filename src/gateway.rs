@@ -22,15 +22,19 @@ use tracing::{error, info, warn};
 /// Capacity of the reading channel: enough to ride out a commit, small enough to bound RAM.
 const READINGS_CAPACITY: usize = 4096;
 
-/// Opens the configured queue, moving a corrupt file aside.
-pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
-    let path = config.queue_path();
-    let opts = QueueOptions {
+/// The queue's options from the config.
+pub fn queue_options(config: &Config) -> QueueOptions {
+    QueueOptions {
         max_size: config.queue.max_size,
         when_full: config.queue.when_full,
         synchronous_full: config.queue.synchronous_full,
-    };
-    let (q, aside) = queue::open_or_reset(&path, opts)?;
+    }
+}
+
+/// Opens the configured queue, moving a corrupt file aside.
+pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
+    let path = config.queue_path();
+    let (q, aside) = queue::open_or_reset(&path, queue_options(config))?;
     if let Some(aside) = aside {
         error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt; moved it aside and started a fresh queue. Its messages are not sent.");
     }
@@ -166,7 +170,7 @@ pub async fn run(
         match crate::trips::spawn(move || lock(&q).mark_clean()).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
-                warn!("The queue met a damaged file or a failing disk; the next start checks it.")
+                warn!("The queue met a damaged file or a failing disk, or another process was reading it; the next start checks it.")
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")

@@ -177,7 +177,12 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("purge deletes every pending message; pass --yes to confirm");
             }
             existing_queue(&config)?;
-            let mut q = sensorgate::gateway::open_queue(&config)?;
+            // Not `open_queue`: a damaged file is the gateway's to move aside (it may be
+            // running and writing it); here it is an error.
+            let mut q = sensorgate::queue::Queue::open(
+                &config.queue_path(),
+                sensorgate::gateway::queue_options(&config),
+            )?;
             let n = q.purge()?;
             println!("purged {n} messages");
         }

@@ -92,6 +92,20 @@ fn sigterm_stops_quickly_and_keeps_unsent_messages() {
         stats["dropped"].as_u64().unwrap() >= 200,
         "a purge is counted"
     );
+    // A damaged file is the gateway's to move aside (it may be writing it): purge refuses.
+    let db = tmp.path().join("state/queue.db");
+    std::fs::write(&db, b"not a database".repeat(500)).unwrap();
+    let (code, _, err) = gw.cli(&["queue", "purge", "--yes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("queue.db"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(tmp.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("corrupt")),
+        "nothing moved aside: {names:?}"
+    );
 }
 
 #[test]

@@ -152,6 +152,25 @@ fn a_cleanly_closed_queue_is_not_checked_but_damage_found_later_is() {
 }
 
 #[test]
+fn a_reader_in_the_way_of_the_last_checkpoint_keeps_the_queue_unmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut q = Queue::open(&path, opts(WhenFull::DropOldest)).unwrap();
+    q.append(&batch(1, 100, 200)).unwrap();
+    // Another process (the CLI) in a read transaction from before the last commit.
+    let cli = rusqlite::Connection::open(&path).unwrap();
+    cli.execute_batch("BEGIN").unwrap();
+    let n: i64 = cli
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 100);
+    q.append(&batch(101, 100, 200)).unwrap();
+    assert!(!q.mark_clean().unwrap(), "the WAL is not all in the file");
+    drop(cli);
+    assert!(q.mark_clean().unwrap());
+}
+
+#[test]
 fn a_queue_not_closed_cleanly_is_checked_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");

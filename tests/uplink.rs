@@ -279,6 +279,45 @@ fn on_demand_sends_in_windows_and_is_off_the_air_between() {
     wait_until("an empty queue", LONG, || gw.pending() == 0);
 }
 
+/// Readings that keep arriving while the sleep message waits for its PUBACK (a slow link)
+/// wait for the next window: the link still closes, and windows keep coming.
+#[test]
+fn on_demand_keeps_its_windows_under_steady_input_on_a_slow_link() {
+    use crate::support::proxy::Shape;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path());
+    let sub = Sub5::start(broker.port, "site/#", "t-ondemand-steady");
+    let proxy = Proxy::start_shaped(
+        broker.port,
+        Shape {
+            delay: Duration::from_millis(200),
+            bits_per_second: None,
+        },
+    );
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let cfg = base_config(
+        dir.path(),
+        "gw",
+        &url,
+        "connection = \"on_demand\"\nflush_every = \"2s\"\n",
+    ) + &synthetic(1_000_000, 5.0);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    gw.start();
+    let mut seen_closed = 0;
+    let mut was_open = false;
+    wait_until("three windows, each closed after it", LONG, || {
+        let open = proxy.open_connections() > 0;
+        if was_open && !open {
+            seen_closed += 1;
+        }
+        was_open = open;
+        seen_closed >= 3
+    });
+    wait_until("readings from the later windows", LONG, || {
+        seqs(&sub.readings("site/")).len() >= 20
+    });
+}
+
 #[test]
 fn the_satellite_profile_delivers_over_a_slow_long_link() {
     use crate::support::proxy::Shape;

@@ -313,22 +313,33 @@ impl Queue {
 
     /// Records that the file was closed cleanly, so that the next [`Queue::open`] skips the
     /// integrity check. The gateway calls it last, after a stop that lost nothing; it
-    /// declines (`Ok(false)`) when a connection to the file met damage or a failing disk.
+    /// declines (`Ok(false)`) when a connection to the file met damage or a failing disk,
+    /// or when another connection keeps the WAL from being folded into the file.
     pub fn mark_clean(&mut self) -> Result<bool, QueueError> {
         if self.faulted.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let full = self.opts.synchronous_full;
-        let run = |conn: &Connection| -> Result<(), rusqlite::Error> {
+        let run = |conn: &Connection| -> Result<bool, rusqlite::Error> {
+            // The WAL goes into the file first, so that the flag is not followed by a
+            // checkpoint of up to a thousand pages when the connection closes: a disk that
+            // fails then must not leave the file marked clean. It waits for nobody; a
+            // reader in the way (the CLI) leaves it incomplete, and the flag is not set.
+            let (busy, frames, copied): (i64, i64, i64) =
+                conn.query_row(sql::CHECKPOINT, [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy != 0 || copied < frames {
+                return Ok(false);
+            }
             conn.execute_batch(sql::SYNC_FULL)?;
             conn.execute(sql::META_SET, params!["clean", 1])?;
             if !full {
                 conn.execute_batch(sql::SYNC_NORMAL)?;
             }
-            Ok(())
+            Ok(true)
         };
-        run(&self.conn).map_err(|e| self.err(e))?;
-        Ok(true)
+        run(&self.conn).map_err(|e| self.err(e))
     }
 
     pub fn path(&self) -> &Path {
@@ -483,8 +494,11 @@ impl Queue {
                 tx.commit()?;
                 Ok((freed, reclaimable))
             })();
-            let Ok((freed, reclaimable)) = freed else {
-                break;
+            let (freed, reclaimable) = match freed {
+                Ok(f) => f,
+                // A damaged file or a failing disk is no full disk: no drop, an error.
+                Err(e) if is_fault(&e) => return Err(self.err(e)),
+                Err(_) => break,
             };
             self.reclaimable = reclaimable;
             evicted += freed.dropped;
@@ -492,9 +506,13 @@ impl Queue {
             if freed.rows == 0 {
                 break;
             }
-            if let Ok(mut a) = self.try_append(batch) {
-                a.evicted_old += evicted;
-                return Ok(a);
+            match self.try_append(batch) {
+                Ok(mut a) => {
+                    a.evicted_old += evicted;
+                    return Ok(a);
+                }
+                Err(e) if is_fault(&e) => return Err(self.err(e)),
+                Err(_) => {}
             }
         }
         self.unsaved_dropped += batch.len() as u64;

@@ -84,6 +84,9 @@ pub const OLDEST: &str = concat!(
     " ORDER BY id LIMIT 1"
 );
 pub const META_GET: &str = "SELECT value FROM meta WHERE key = ?1";
+/// Copies what it can of the WAL into the file without waiting; returns (busy, frames in
+/// the WAL, frames copied).
+pub const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const META_ADD: &str = "UPDATE meta SET value = value + ?2 WHERE key = ?1";

@@ -113,7 +113,7 @@ pub async fn run(
         committed,
         metrics.clone(),
         pump_cancel.clone(),
-        damaged,
+        damaged.clone(),
     ));
 
     poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel).await;
@@ -127,7 +127,11 @@ pub async fn run(
     match crate::trips::spawn(move || lock(&q).ack_known(&acked)).await {
         Ok(Ok(_)) => debug!(rows = n, "Deleted the last confirmed rows."),
         Ok(Err(e)) => {
-            warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.")
+            warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.");
+            if e.is_corrupt() {
+                error!(error = %e, "The queue file is damaged; the next start checks it.");
+                damaged.cancel();
+            }
         }
         Err(e) => warn!(error = %e, "Delete task failed at shutdown."),
     }
@@ -561,6 +565,8 @@ async fn pump(
     let mut old_cursor = 0i64;
     let mut fresh_cursor = 0i64;
     let mut split_taken = false;
+    // The last row committed when the connection came up (on_demand windows end there).
+    let mut window_last = 0i64;
     let mut reread = true;
     let mut epoch = u64::MAX;
     let mut closing = Closing::Open;
@@ -601,13 +607,20 @@ async fn pump(
                 reread = true;
                 closing = Closing::Open;
             }
-            let last = *committed.borrow_and_update();
+            let mut last = *committed.borrow_and_update();
             if f.online && !split_taken {
                 split_taken = true;
+                window_last = last;
                 if cfg.live_first {
                     split = last;
                     fresh_cursor = last;
                 }
+            }
+            // An on_demand window sends what was committed when it opened; rows committed
+            // during it wait for the next one, or steady input faster than the round trip
+            // would keep the window (and the radio) open for ever.
+            if on_demand {
+                last = last.min(window_last);
             }
             let window = f.window() as usize;
             // Room for the next read as well as the rows of the one just arrived, so that
@@ -712,6 +725,11 @@ async fn pump(
                 && fresh.len() + old.len() < read_ahead
                 && (fresh_cursor < last || old_cursor < split);
             let idle = fresh.is_empty() && old.is_empty() && !more_to_read;
+            // The sending made room for a read that could not start before it: look again
+            // at once rather than at the next acknowledgement.
+            if reading.is_none() && db_ready && more_to_read && !(reread && deletes_pending) {
+                wait_until = Some(now);
+            }
             // Confirmed rows are deleted a window's worth at a time, or at once when there
             // is nothing else to do or the queue is about to be read from the start.
             let delete_now = db_ready
@@ -876,6 +894,11 @@ async fn pump(
                     if let Ok((Err(_), unsaved, _)) = task.await {
                         handle.flight().acked.extend(unsaved);
                     }
+                }
+                // A read under way holds a read transaction, which would keep the last
+                // checkpoint (and the queue's clean mark) from completing.
+                if let Some((task, _)) = reading.take() {
+                    let _ = task.await;
                 }
                 metrics.uplink_db_since.store(0, Relaxed);
                 return;
