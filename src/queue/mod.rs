@@ -496,9 +496,14 @@ impl Queue {
             })();
             let (freed, reclaimable) = match freed {
                 Ok(f) => f,
-                // A damaged file or a failing disk is no full disk: no drop, an error.
-                Err(e) if is_fault(&e) => return Err(self.err(e)),
-                Err(_) => break,
+                // A damaged file is no full disk: an error, as on the normal path. An I/O
+                // error here may be the full disk itself (the -shm file cannot grow): the
+                // batch is dropped and counted, and the file is not marked clean.
+                Err(e) if is_damage(&e) => return Err(self.err(e)),
+                Err(e) => {
+                    let _ = self.err(e);
+                    break;
+                }
             };
             self.reclaimable = reclaimable;
             evicted += freed.dropped;
@@ -511,8 +516,10 @@ impl Queue {
                     a.evicted_old += evicted;
                     return Ok(a);
                 }
-                Err(e) if is_fault(&e) => return Err(self.err(e)),
-                Err(_) => {}
+                Err(e) if is_damage(&e) => return Err(self.err(e)),
+                Err(e) => {
+                    let _ = self.err(e);
+                }
             }
         }
         self.unsaved_dropped += batch.len() as u64;

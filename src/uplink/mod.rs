@@ -891,14 +891,17 @@ async fn pump(
                 // A delete under way finishes; rows it could not delete go back to the
                 // flight for the last delete at shutdown.
                 if let Some((task, _)) = deleting.take() {
-                    if let Ok((Err(_), unsaved, _)) = task.await {
+                    if let Ok((Err(e), unsaved, _)) = task.await {
+                        on_error(&e);
                         handle.flight().acked.extend(unsaved);
                     }
                 }
                 // A read under way holds a read transaction, which would keep the last
                 // checkpoint (and the queue's clean mark) from completing.
                 if let Some((task, _)) = reading.take() {
-                    let _ = task.await;
+                    if let Ok((_, Err(e))) = task.await {
+                        on_error(&e);
+                    }
                 }
                 metrics.uplink_db_since.store(0, Relaxed);
                 return;
