@@ -41,6 +41,15 @@ pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
     Ok(q)
 }
 
+/// A damaged queue file cannot be mended while running: on such an error, logs it and
+/// cancels `damaged`, which stops the gateway with an error (its restart checks the file).
+pub fn stop_if_damaged(e: &queue::QueueError, damaged: &CancellationToken) {
+    if e.is_corrupt() && !damaged.is_cancelled() {
+        error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
+        damaged.cancel();
+    }
+}
+
 /// Runs the gateway until `shutdown` fires. `on_ready` is called once the queue is open and
 /// the inputs started (systemd's READY=1).
 pub async fn run(
@@ -253,10 +262,7 @@ async fn housekeeping(
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "Housekeeping could not read the queue.");
-                if e.is_corrupt() {
-                    error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
-                    damaged.cancel();
-                }
+                stop_if_damaged(&e, &damaged);
                 continue;
             }
             Err(_) => continue,

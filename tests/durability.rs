@@ -245,19 +245,7 @@ fn damage_under_a_cleanly_closed_queue_stops_the_gateway_and_the_restart_checks_
     let (status, _) = gw.terminate(LONG);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 
-    let db = tmp.path().join("state/queue.db");
-    assert!(
-        !tmp.path().join("state/queue.db-wal").exists(),
-        "the last close folds the WAL into the file"
-    );
-    let pages = std::fs::metadata(&db).unwrap().len() / 4096;
-    assert!(pages > 20, "{pages} pages");
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
-        f.write_all(&[0xa5; 4096]).unwrap();
-    }
+    crate::support::damage_a_middle_page(&tmp.path().join("state/queue.db"));
 
     gw.start();
     let status = gw.wait_stopped(LONG);

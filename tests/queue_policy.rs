@@ -4,6 +4,8 @@ use sensorgate::config::{Qos, WhenFull};
 use sensorgate::mapping::NewMessage;
 use sensorgate::queue::{open_or_reset, Confirmed, Queue, QueueOptions};
 
+use crate::support::damage_a_middle_page;
+
 fn batch(from: i64, n: usize, len: usize) -> Vec<NewMessage> {
     (0..n)
         .map(|i| NewMessage {
@@ -108,27 +110,18 @@ fn a_full_disk_reclaims_released_rows_before_it_drops() {
     }
 }
 
-/// Overwrites the page in the middle of the file (a leaf of `outbox` once it holds a few
-/// hundred rows) with garbage: a bad sector under the queue.
-fn damage_a_middle_page(path: &std::path::Path) {
-    use std::io::{Seek, SeekFrom, Write};
-    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
-    assert!(!wal.exists(), "the last close folds the WAL into the file");
-    let pages = std::fs::metadata(path).unwrap().len() / 4096;
-    assert!(pages > 20, "{pages} pages");
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
-    f.write_all(&[0xa5; 4096]).unwrap();
+/// A queue of 600 rows, closed as the gateway's clean stop leaves it.
+fn cleanly_closed_queue(path: &std::path::Path) {
+    let mut q = Queue::open(path, opts(WhenFull::DropOldest)).unwrap();
+    q.append(&batch(1, 600, 200)).unwrap();
+    assert!(q.mark_clean().unwrap());
 }
 
 #[test]
 fn a_cleanly_closed_queue_is_not_checked_but_damage_found_later_is() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
-    let mut q = Queue::open(&path, opts(WhenFull::DropOldest)).unwrap();
-    q.append(&batch(1, 600, 200)).unwrap();
-    assert!(q.mark_clean().unwrap());
-    drop(q);
+    cleanly_closed_queue(&path);
     damage_a_middle_page(&path);
 
     // Closed cleanly: the open does not read the whole file, and so does not see the damage.
@@ -174,10 +167,7 @@ fn a_reader_in_the_way_of_the_last_checkpoint_keeps_the_queue_unmarked() {
 fn a_queue_not_closed_cleanly_is_checked_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
-    let mut q = Queue::open(&path, opts(WhenFull::DropOldest)).unwrap();
-    q.append(&batch(1, 600, 200)).unwrap();
-    assert!(q.mark_clean().unwrap());
-    drop(q);
+    cleanly_closed_queue(&path);
     // A gateway that opened it and was killed: its open cleared the flag.
     drop(Queue::open(&path, opts(WhenFull::DropOldest)).unwrap());
     damage_a_middle_page(&path);

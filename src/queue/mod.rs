@@ -202,7 +202,7 @@ impl QueueError {
     }
 }
 
-/// A damaged file, or a disk that failed to read or write it.
+/// A damaged file, or one that is not a database at all.
 fn is_damage(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),

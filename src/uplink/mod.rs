@@ -128,10 +128,7 @@ pub async fn run(
         Ok(Ok(_)) => debug!(rows = n, "Deleted the last confirmed rows."),
         Ok(Err(e)) => {
             warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.");
-            if e.is_corrupt() {
-                error!(error = %e, "The queue file is damaged; the next start checks it.");
-                damaged.cancel();
-            }
+            crate::gateway::stop_if_damaged(&e, &damaged);
         }
         Err(e) => warn!(error = %e, "Delete task failed at shutdown."),
     }
@@ -545,14 +542,7 @@ async fn pump(
     cancel: CancellationToken,
     damaged: CancellationToken,
 ) {
-    // A damaged file cannot be mended from here: the gateway stops with an error, and its
-    // restart checks the file (moving it aside if it is corrupt).
-    let on_error = |e: &crate::queue::QueueError| {
-        if e.is_corrupt() && !damaged.is_cancelled() {
-            error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
-            damaged.cancel();
-        }
-    };
+    let on_error = |e: &crate::queue::QueueError| crate::gateway::stop_if_damaged(e, &damaged);
     let per_message = cfg.batch.as_ref().map_or(1, |b| b.max_readings);
     let max_delay = cfg.batch.as_ref().map_or(Duration::ZERO, |b| b.max_delay);
     let on_demand = matches!(cfg.connection, Connection::OnDemand { .. });

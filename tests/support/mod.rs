@@ -37,6 +37,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Overwrites the page in the middle of a closed queue file (a leaf of `outbox` once it
+/// holds a few hundred rows) with garbage: a bad sector under the queue.
+pub fn damage_a_middle_page(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    assert!(!wal.exists(), "the last close folds the WAL into the file");
+    let pages = std::fs::metadata(path).unwrap().len() / 4096;
+    assert!(pages > 20, "{pages} pages");
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
+    f.write_all(&[0xa5; 4096]).unwrap();
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
