@@ -195,6 +195,8 @@ pub async fn run(
         acked = Metrics::get(&metrics.acked),
         bad_frames = Metrics::get(&metrics.bad_frames),
         dropped = Metrics::get(&metrics.dropped),
+        dead = Metrics::get(&metrics.dead),
+        flaps = Metrics::get(&metrics.flaps),
         "Gateway stopped."
     );
     if damaged.is_cancelled() {
@@ -278,6 +280,9 @@ async fn housekeeping(
             "bytes": stats.bytes,
             "oldest_age_s": stats.oldest_age_s,
             "dropped": stats.dropped,
+            "dead": stats.dead,
+            "dead_held": stats.dead_held,
+            "flaps": Metrics::get(&metrics.flaps),
             "readings": Metrics::get(&metrics.readings),
             "bad_frames": Metrics::get(&metrics.bad_frames),
             "acked": Metrics::get(&metrics.acked),

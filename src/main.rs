@@ -79,10 +79,48 @@ enum QueueCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Dead letters: messages that can never be delivered as they are.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
     /// Delete every pending message; counted as dropped.
     Purge {
         #[command(flatten)]
         config: ConfigArg,
+        /// Required: purging loses data.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// One line per dead letter: sequence number, size, when, topic and why.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Every dead letter, one JSON object per line (payload as text where it is UTF-8,
+    /// otherwise `payload_hex`).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Move dead letters back to the queue under new sequence numbers (stop the gateway
+    /// first: its pipeline numbers new messages itself).
+    Requeue {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Sequence numbers to requeue; all when none are given.
+        seq: Vec<i64>,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Sequence numbers to delete; all when none are given.
+        seq: Vec<i64>,
         /// Required: purging loses data.
         #[arg(long)]
         yes: bool,
@@ -167,8 +205,13 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                     stats.dropped, stats.dropped_full, stats.expired
                 );
                 println!("last_seq     {}", stats.last_seq);
+                println!(
+                    "dead         {} ({} held, {} discarded)",
+                    stats.dead, stats.dead_held, stats.dead_discarded
+                );
             }
         }
+        QueueCommand::Dead { command } => dead_command(command)?,
         QueueCommand::Peek { config, limit } => dump(&config, Some(limit))?,
         QueueCommand::Export { config } => dump(&config, None)?,
         QueueCommand::Purge { config, yes } => {
@@ -188,6 +231,90 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let open_writer = |config: &Config| -> anyhow::Result<queue::Queue> {
+        existing_queue(config)?;
+        Ok(queue::Queue::open(
+            &config.queue_path(),
+            sensorgate::gateway::queue_options(config),
+        )?)
+    };
+    match command {
+        DeadCommand::List { config } => dump_dead(&config, false)?,
+        DeadCommand::Export { config } => dump_dead(&config, true)?,
+        DeadCommand::Requeue { config, seq } => {
+            let config = Config::load(&config.config)?;
+            let mut q = open_writer(&config)?;
+            let ids = (!seq.is_empty()).then_some(seq.as_slice());
+            let new = q.requeue_dead(ids)?;
+            println!("requeued {} messages", new.len());
+        }
+        DeadCommand::Purge { config, seq, yes } => {
+            let config = Config::load(&config.config)?;
+            if !yes {
+                anyhow::bail!("purge deletes dead letters for good; pass --yes to confirm");
+            }
+            let mut q = open_writer(&config)?;
+            let ids = (!seq.is_empty()).then_some(seq.as_slice());
+            println!("purged {} dead letters", q.purge_dead(ids)?);
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn dump_dead(config: &ConfigArg, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let config = Config::load(&config.config)?;
+    let path = existing_queue(&config)?;
+    let reader = queue::Reader::open(&path)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = i64::MIN;
+    loop {
+        let rows = reader.dead_after(after, 1000)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        for d in &rows {
+            let topic = String::from_utf8_lossy(&d.topic);
+            let when =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.dead_ms.max(0) as u64);
+            let when = humantime::format_rfc3339_seconds(when);
+            if json {
+                let mut line = serde_json::json!({
+                    "seq": d.id,
+                    "topic": topic,
+                    "qos": d.qos,
+                    "retain": d.retain,
+                    "created_ms": d.created_ms,
+                    "dead_at": when.to_string(),
+                    "reason": d.reason,
+                });
+                match std::str::from_utf8(&d.payload) {
+                    Ok(p) => line["payload"] = p.into(),
+                    Err(_) => {
+                        let hex: String = d.payload.iter().map(|b| format!("{b:02x}")).collect();
+                        line["payload_hex"] = hex.into();
+                    }
+                }
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{}\t{} B\t{}\t{}\t{}",
+                    d.id,
+                    d.topic.len() + d.payload.len(),
+                    when,
+                    topic,
+                    d.reason
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn existing_queue(config: &Config) -> anyhow::Result<PathBuf> {

@@ -27,6 +27,11 @@ pub struct Metrics {
     pub pending_committed: AtomicU64,
     pub pending_acked: AtomicU64,
     pub oldest_age_s: AtomicU64,
+    /// Messages moved to the dead letters by this run.
+    pub dead: AtomicU64,
+    pub pending_dead: AtomicU64,
+    /// Connections the broker accepted and then dropped before they proved stable.
+    pub flaps: AtomicU64,
 }
 
 impl Metrics {
@@ -43,6 +48,7 @@ impl Metrics {
         self.pending_committed
             .store(self.committed.load(Relaxed), Relaxed);
         self.pending_acked.store(self.acked.load(Relaxed), Relaxed);
+        self.pending_dead.store(self.dead.load(Relaxed), Relaxed);
         self.pending.store(pending, Relaxed);
     }
 
@@ -55,7 +61,11 @@ impl Metrics {
         let removed = self
             .acked
             .load(Relaxed)
-            .saturating_sub(self.pending_acked.load(Relaxed));
+            .saturating_sub(self.pending_acked.load(Relaxed))
+            + self
+                .dead
+                .load(Relaxed)
+                .saturating_sub(self.pending_dead.load(Relaxed));
         (self.pending.load(Relaxed) + added).saturating_sub(removed)
     }
 }

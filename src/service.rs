@@ -98,7 +98,7 @@ pub async fn supervise(
         }
         let verdict = wedged(&metrics, now_ms(), stuck_after, poller_deadline);
         let status = format!(
-            "{}; pending {}, oldest {:.0}s, dropped {}{}",
+            "{}; pending {}, oldest {:.0}s, dropped {}, dead {}{}",
             if metrics.online.load(Relaxed) {
                 "online"
             } else {
@@ -107,6 +107,7 @@ pub async fn supervise(
             metrics.pending_estimate(),
             metrics.oldest_age_s.load(Relaxed),
             Metrics::get(&metrics.dropped),
+            Metrics::get(&metrics.dead),
             verdict
                 .as_deref()
                 .map(|w| format!("; WEDGED: {w}"))

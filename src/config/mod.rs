@@ -123,6 +123,9 @@ pub struct MqttConfig {
     pub max_age: Option<Duration>,
     /// Set for `mqtts://`: the rustls client config (roots, optional client certificate).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The largest packet the broker accepts (`[mqtt] max_message_size`): a message that
+    /// cannot fit is a dead letter, and batches are cut to fit.
+    pub max_message_size: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -102,6 +102,21 @@ impl Cx<'_> {
         let connection = self.connection(&m)?;
         let batch = self.batch(m.batch.as_ref(), d.batch.clone())?;
         let replay_rate = self.replay_rate(&m)?;
+        let max_message_size = match &m.max_message_size {
+            None => crate::uplink::link::MAX_PACKET,
+            Some(v) => {
+                let n = super::units::parse_size(v.get_ref())
+                    .map_err(|e| self.at(v, "mqtt.max_message_size", &e))?;
+                if !(128..=crate::uplink::link::MAX_PACKET as u64).contains(&n) {
+                    return Err(self.at(
+                        v,
+                        "mqtt.max_message_size",
+                        "must be between 128B and 1MiB",
+                    ));
+                }
+                n as usize
+            }
+        };
         Ok(MqttConfig {
             host,
             port,
@@ -130,6 +145,7 @@ impl Cx<'_> {
             live_first: m.live_first.unwrap_or(false),
             max_age: None,
             tls,
+            max_message_size,
         })
     }
 

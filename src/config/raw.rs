@@ -76,6 +76,8 @@ pub struct RawMqtt {
     /// `{next}` becomes the time of the next window (RFC 3339, UTC).
     pub sleep_payload: Option<Spanned<String>>,
     pub batch: Option<RawBatch>,
+    /// The largest MQTT packet the broker accepts (MQTT 3.1.1 brokers cannot say so).
+    pub max_message_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

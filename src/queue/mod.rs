@@ -40,9 +40,11 @@
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
 //! `.await`); async callers use `trips::spawn`.
 
+mod dead;
 mod files;
 mod sql;
 
+pub use dead::{Burial, Buried, DeadLetter, DEAD_MIN_ROOM};
 pub use files::{open_or_reset, read_oldest, read_stats};
 
 use crate::config::{Qos, WhenFull};
@@ -176,6 +178,36 @@ pub struct Stats {
     pub expired: u64,
     /// The last sequence number handed out.
     pub last_seq: i64,
+    /// Messages moved to the dead letters since the queue was created (never delivered:
+    /// refused for good, too large, unreadable).
+    pub dead: u64,
+    /// Dead letters held now (`sensorgate queue dead list`).
+    pub dead_held: u64,
+    /// Of `dead`: the oldest dead letters discarded to keep them within their room.
+    pub dead_discarded: u64,
+}
+
+/// What one read of the queue found: the rows, in id order, and the ids of rows that
+/// cannot be read back as messages (a topic that is not UTF-8, a column of the wrong type),
+/// which the uplink moves to the dead letters.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub rows: Vec<Stored>,
+    pub unreadable: Vec<(i64, String)>,
+}
+
+impl Fetched {
+    /// Rows read, readable or not.
+    pub fn count(&self) -> usize {
+        self.rows.len() + self.unreadable.len()
+    }
+
+    /// The highest id read, readable or not.
+    pub fn last_id(&self) -> Option<i64> {
+        let a = self.rows.last().map(|r| r.id);
+        let b = self.unreadable.last().map(|r| r.0);
+        a.max(b)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -544,6 +576,11 @@ impl Queue {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<Stored>, QueueError> {
+        Ok(self.fetch(after, upto, limit)?.rows)
+    }
+
+    /// As [`Queue::fetch_range`], with the ids of rows that cannot be read back.
+    pub fn fetch(&self, after: i64, upto: i64, limit: usize) -> Result<Fetched, QueueError> {
         fetch_range(&self.conn, after, upto, limit).map_err(|e| self.err(e))
     }
 
@@ -794,6 +831,11 @@ impl Reader {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<Stored>, QueueError> {
+        Ok(self.fetch(after, upto, limit)?.rows)
+    }
+
+    /// As [`Queue::fetch`].
+    pub fn fetch(&self, after: i64, upto: i64, limit: usize) -> Result<Fetched, QueueError> {
         fetch_range(&self.conn, after, upto, limit).map_err(|e| self.err(e))
     }
 
@@ -819,7 +861,7 @@ fn fetch_range(
     after: i64,
     upto: i64,
     limit: usize,
-) -> Result<Vec<Stored>, rusqlite::Error> {
+) -> Result<Fetched, rusqlite::Error> {
     struct Row {
         id: i64,
         topic: Arc<str>,
@@ -831,42 +873,63 @@ fn fetch_range(
     let mut stmt = conn.prepare_cached(sql::FETCH_RANGE)?;
     let mut rows = stmt.query(params![after, limit as i64, upto])?;
     let mut found: Vec<Row> = Vec::new();
+    let mut unreadable = Vec::new();
     let mut payloads = BytesMut::new();
     let mut topics: Vec<Arc<str>> = Vec::new();
     while let Some(r) = rows.next()? {
-        let topic = r.get_ref(1)?;
-        let topic = match topics
-            .iter()
-            .find(|t| t.as_bytes() == topic.as_bytes().unwrap_or(&[]))
-        {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<str> = Arc::from(topic.as_str()?);
-                if topics.len() == TOPICS_PER_READ {
-                    topics.remove(0);
+        let id: i64 = r.get(0)?;
+        let start = payloads.len();
+        // A column SQLite holds but that cannot be a message (a topic that is not UTF-8,
+        // written by another program or a bad sector SQLite cannot see) makes this row,
+        // not the read, fail.
+        let mut read = || -> Result<Row, rusqlite::Error> {
+            let topic = r.get_ref(1)?;
+            let topic = match topics
+                .iter()
+                .find(|t| t.as_bytes() == topic.as_bytes().unwrap_or(&[]))
+            {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = Arc::from(topic.as_str()?);
+                    if topics.len() == TOPICS_PER_READ {
+                        topics.remove(0);
+                    }
+                    topics.push(t.clone());
+                    t
                 }
-                topics.push(t.clone());
-                t
-            }
+            };
+            // A payload is a BLOB as the gateway writes it; TEXT (another writer) reads the same.
+            payloads.extend_from_slice(r.get_ref(2)?.as_bytes_or_null()?.unwrap_or_default());
+            Ok(Row {
+                id,
+                topic,
+                end: payloads.len(),
+                qos: if r.get::<_, i64>(3)? == 0 {
+                    Qos::AtMostOnce
+                } else {
+                    Qos::AtLeastOnce
+                },
+                retain: r.get(4)?,
+                created_ms: r.get(5)?,
+            })
         };
-        // A payload is a BLOB as the gateway writes it; TEXT (another writer) reads the same.
-        payloads.extend_from_slice(r.get_ref(2)?.as_bytes_or_null()?.unwrap_or_default());
-        found.push(Row {
-            id: r.get(0)?,
-            topic,
-            end: payloads.len(),
-            qos: if r.get::<_, i64>(3)? == 0 {
-                Qos::AtMostOnce
-            } else {
-                Qos::AtLeastOnce
-            },
-            retain: r.get(4)?,
-            created_ms: r.get(5)?,
-        });
+        match read() {
+            Ok(row) => found.push(row),
+            Err(
+                e @ (rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::Utf8Error(..)),
+            ) => {
+                payloads.truncate(start);
+                unreadable.push((id, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
     }
     let payloads = payloads.freeze();
     let mut start = 0;
-    Ok(found
+    let rows = found
         .into_iter()
         .map(|r| {
             let payload = payloads.slice(start..r.end);
@@ -880,7 +943,8 @@ fn fetch_range(
                 created_ms: r.created_ms,
             }
         })
-        .collect())
+        .collect();
+    Ok(Fetched { rows, unreadable })
 }
 
 /// Whether the last gateway marked the file clean ([`Queue::mark_clean`]); false for a new
@@ -1156,5 +1220,8 @@ fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, 
         dropped_full,
         expired,
         last_seq: conn.query_row(sql::LAST_ID, [], |r| r.get(0))?,
+        dead: meta(conn, "dead")?.max(0) as u64,
+        dead_held: dead::dead_held(conn)?,
+        dead_discarded: meta(conn, "dead_discarded")?.max(0) as u64,
     })
 }

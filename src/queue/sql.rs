@@ -17,9 +17,20 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead (
+    id         INTEGER PRIMARY KEY,
+    topic      BLOB    NOT NULL,
+    payload    BLOB    NOT NULL,
+    qos        INTEGER NOT NULL,
+    retain     INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    dead_ms    INTEGER NOT NULL,
+    reason     TEXT    NOT NULL
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('bytes', 0), ('dropped_full', 0), ('expired', 0), ('schema', 1),
-    ('released', 0), ('released_bytes', 0), ('removed_upto', 0), ('clean', 0);
+    ('released', 0), ('released_bytes', 0), ('removed_upto', 0), ('clean', 0),
+    ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0);
 ";
 
 /// The released watermark; 0 in a file no gateway of this version has opened yet.
@@ -103,3 +114,32 @@ pub const SIZES_AFTER: &str = concat!(
 pub const DELETE_UP_TO: &str = "DELETE FROM outbox WHERE id <= ?1";
 pub const RAISE_LAST_ID: &str =
     "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'outbox'";
+
+/// The accounted size of a pending row (None when it is gone or released).
+pub const PENDING_SIZE: &str = concat!(
+    "SELECT ",
+    row_bytes!(),
+    " FROM outbox WHERE id = ?1 AND id > ",
+    released!()
+);
+/// Copies a row to the dead letters, its topic as the bytes stored (it may not be UTF-8).
+pub const BURY: &str = "INSERT OR REPLACE INTO dead (id, topic, payload, qos, retain, created_ms, dead_ms, reason)
+     SELECT id, CAST(topic AS BLOB), CAST(payload AS BLOB), qos, retain, created_ms, ?2, ?3 FROM outbox WHERE id = ?1";
+pub const DELETE_ONE: &str = "DELETE FROM outbox WHERE id = ?1";
+pub const HAS_DEAD: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'dead')";
+pub const DEAD_ANY: &str = "SELECT EXISTS (SELECT 1 FROM dead WHERE id > ?1)";
+pub const DEAD_COUNT: &str = "SELECT count(*) FROM dead";
+/// The oldest dead letters, to keep them within their share of the disk.
+pub const DEAD_TRIM: &str =
+    "DELETE FROM dead WHERE id IN (SELECT id FROM dead ORDER BY id LIMIT ?1)
+     RETURNING octet_length(topic) + octet_length(payload)";
+pub const DEAD_AFTER: &str = "SELECT id, topic, payload, qos, retain, created_ms, dead_ms, reason
+     FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2";
+/// A dead letter back into the outbox, under a new sequence number (AUTOINCREMENT).
+pub const REQUEUE: &str = "INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+     SELECT CAST(topic AS TEXT), payload, qos, retain, created_ms FROM dead WHERE id = ?1
+     RETURNING id, octet_length(topic) + octet_length(payload)";
+pub const DEAD_DELETE: &str =
+    "DELETE FROM dead WHERE id = ?1 RETURNING octet_length(topic) + octet_length(payload)";
+pub const DEAD_IDS: &str = "SELECT id FROM dead ORDER BY id";

@@ -17,6 +17,13 @@
 //! broker acknowledges out of order or withholds one ack.
 //! On any connection error everything here is forgotten ([`Flight::reset`]): the rows are
 //! still in the queue and are read again after the next CONNACK.
+//!
+//! **Dead letters.** Rows that can never be delivered as they are (refused for good by an
+//! MQTT 5 broker, too large for it, unreadable) wait in `dead` until the pump moves them to
+//! the queue's dead-letter table. A broker that drops the connection while the same request
+//! is the oldest in flight, twice, gets that request's rows one at a time with nothing else
+//! in flight (a [`Suspect`] sent alone); if it drops the connection while a suspect row is
+//! alone in flight, that row is a dead letter. Nothing here is forgotten by a reset.
 
 use crate::config::Qos;
 use crate::queue::Confirmed;
@@ -43,6 +50,27 @@ pub enum Mismatch {
     Collision(u16),
 }
 
+/// Rows to move to the dead-letter table, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condemned {
+    pub ids: Vec<i64>,
+    pub reason: String,
+}
+
+/// Rows that were the oldest in flight when the broker dropped the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    /// The rows of that request not yet confirmed or condemned.
+    pub ids: Vec<i64>,
+    /// Drops with them the oldest in flight.
+    pub strikes: u32,
+    /// Sent one row at a time, with nothing else in flight.
+    pub alone: bool,
+}
+
+/// Drops with the same request oldest in flight before its rows are sent alone.
+const STRIKES_BEFORE_ALONE: u32 = 2;
+
 #[derive(Debug)]
 pub struct Flight {
     window: u64,
@@ -62,6 +90,11 @@ pub struct Flight {
     pub alias_max: u16,
     /// on_demand: when the next window opens (for the availability topic).
     pub next_window: Option<std::time::SystemTime>,
+    /// The largest packet this connection may carry (see `link::MAX_PACKET`).
+    pub max_packet: usize,
+    /// Rows that cannot be delivered, waiting to be moved to the dead-letter table.
+    pub dead: Vec<Condemned>,
+    pub suspect: Option<Suspect>,
 }
 
 impl Flight {
@@ -78,6 +111,9 @@ impl Flight {
             aliases: HashMap::new(),
             alias_max: 0,
             next_window: None,
+            max_packet: crate::uplink::link::MAX_PACKET,
+            dead: Vec::new(),
+            suspect: None,
         }
     }
 
@@ -102,13 +138,82 @@ impl Flight {
         Some((next, false))
     }
 
+    /// Forgets an alias that was taken for a message that was not handed over after all.
+    pub fn unalias(&mut self, topic: &str) {
+        if self
+            .aliases
+            .get(topic)
+            .is_some_and(|a| usize::from(*a) == self.aliases.len())
+        {
+            self.aliases.remove(topic);
+        }
+    }
+
     pub fn window(&self) -> u64 {
         self.window
     }
 
     /// Whether another request may be handed to rumqttc now.
     pub fn can_send(&self) -> bool {
-        self.online && self.room() > 0
+        self.online && self.room() > 0 && !(self.alone() && self.in_flight() > 0)
+    }
+
+    /// Whether requests go one row at a time with nothing else in flight (a suspect).
+    pub fn alone(&self) -> bool {
+        self.suspect.as_ref().is_some_and(|s| s.alone)
+    }
+
+    /// The broker dropped the connection: the rows of the oldest request of rows written
+    /// and not acknowledged are suspects (messages of the gateway's own are not). Returns the row condemned when it was sent alone.
+    pub fn strike(&mut self) -> Option<i64> {
+        let rows = self
+            .awaiting
+            .values()
+            .filter(|(_, rows, _)| !rows.is_empty())
+            .min_by_key(|(pos, _, _)| *pos)
+            .map(|(_, rows, _)| rows.ids().to_vec())?;
+        let first = *rows.first()?;
+        match &mut self.suspect {
+            Some(s) if s.alone && rows.len() == 1 && s.ids.contains(&first) => {
+                s.ids.retain(|id| *id != first);
+                let strikes = s.strikes + 1;
+                if s.ids.is_empty() {
+                    self.suspect = None;
+                }
+                self.dead.push(Condemned {
+                    ids: vec![first],
+                    reason: format!(
+                        "the broker closed the connection {strikes} times while it was in flight, the last time alone"
+                    ),
+                });
+                Some(first)
+            }
+            Some(s) if s.ids.first() == Some(&first) => {
+                s.strikes += 1;
+                if s.strikes >= STRIKES_BEFORE_ALONE {
+                    s.alone = true;
+                }
+                None
+            }
+            _ => {
+                self.suspect = Some(Suspect {
+                    ids: rows,
+                    strikes: 1,
+                    alone: false,
+                });
+                None
+            }
+        }
+    }
+
+    /// Confirmed rows are no longer suspects.
+    fn clear_suspects(&mut self, confirmed: &Confirmed) {
+        if let Some(s) = &mut self.suspect {
+            s.ids.retain(|id| !confirmed.ids().contains(id));
+            if s.ids.is_empty() {
+                self.suspect = None;
+            }
+        }
     }
 
     /// How many more requests fit in the window.
@@ -163,7 +268,24 @@ impl Flight {
         let (pos, rows, _) = self.awaiting.remove(&pkid)?;
         self.outstanding.remove(&pos);
         let n = rows.len();
+        self.clear_suspects(&rows);
         self.acked.extend(rows);
+        Some(n)
+    }
+
+    /// The broker refused `pkid` for good: its rows become dead letters. Returns how many
+    /// (None when the pkid was not awaited).
+    pub fn on_refused(&mut self, pkid: u16, reason: String) -> Option<usize> {
+        let (pos, rows, _) = self.awaiting.remove(&pkid)?;
+        self.outstanding.remove(&pos);
+        self.clear_suspects(&rows);
+        let n = rows.len();
+        if n > 0 {
+            self.dead.push(Condemned {
+                ids: rows.ids().to_vec(),
+                reason,
+            });
+        }
         Some(n)
     }
 
@@ -189,6 +311,7 @@ impl Flight {
         self.online = false;
         self.aliases.clear();
         self.alias_max = 0;
+        self.max_packet = crate::uplink::link::MAX_PACKET;
         self.epoch += 1;
     }
 }
@@ -353,5 +476,79 @@ mod tests {
         assert_eq!(f.in_flight(), 0);
         assert_eq!(f.on_puback(2), None);
         assert_eq!(f.epoch, 1);
+    }
+
+    #[test]
+    fn a_request_oldest_at_two_drops_goes_alone_and_is_condemned_at_the_third() {
+        let now = Instant::now();
+        let mut f = Flight::new(8);
+        let connect = |f: &mut Flight| {
+            f.reset();
+            f.online = true;
+        };
+        // Rows 1 and 2 acknowledged; 3 never is, and the broker drops the connection.
+        for _ in 0..2 {
+            connect(&mut f);
+            for (pkid, id) in [(1, 1), (2, 2), (3, 3), (4, 4)] {
+                f.on_sent(row(id));
+                f.on_publish(pkid, now).unwrap();
+            }
+            f.on_puback(1);
+            f.on_puback(2);
+            assert_eq!(f.strike(), None);
+        }
+        assert!(f.alone());
+        connect(&mut f);
+        f.on_sent(row(3));
+        assert!(
+            !f.can_send(),
+            "nothing else goes while a suspect is in flight"
+        );
+        f.on_publish(1, now).unwrap();
+        assert_eq!(f.strike(), Some(3));
+        assert_eq!(f.dead.len(), 1);
+        assert_eq!(f.dead[0].ids, vec![3]);
+        assert!(f.suspect.is_none());
+        assert!(!f.alone());
+    }
+
+    #[test]
+    fn a_suspect_acknowledged_alone_is_cleared() {
+        let now = Instant::now();
+        let mut f = Flight::new(8);
+        f.suspect = Some(Suspect {
+            ids: vec![5],
+            strikes: 2,
+            alone: true,
+        });
+        f.online = true;
+        f.on_sent(row(5));
+        f.on_publish(1, now).unwrap();
+        f.on_puback(1);
+        assert!(f.suspect.is_none());
+        assert!(f.can_send());
+        // A drop with a different request oldest starts a new count.
+        f.on_sent(row(6));
+        f.on_publish(2, now).unwrap();
+        assert_eq!(f.strike(), None);
+        assert_eq!(f.suspect.as_ref().unwrap().ids, vec![6]);
+        assert_eq!(f.suspect.as_ref().unwrap().strikes, 1);
+    }
+
+    #[test]
+    fn a_refused_request_condemns_its_rows_and_frees_the_window() {
+        let now = Instant::now();
+        let mut f = Flight::new(1);
+        f.online = true;
+        f.on_sent(Item::Rows {
+            rows: confirmed(&[7, 8]),
+            qos: Q1,
+        });
+        f.on_publish(1, now).unwrap();
+        assert!(!f.can_send());
+        assert_eq!(f.on_refused(1, "0x87 NotAuthorized".into()), Some(2));
+        assert!(f.can_send());
+        assert!(f.acked.is_empty());
+        assert_eq!(f.dead[0].ids, vec![7, 8]);
     }
 }

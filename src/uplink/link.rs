@@ -38,6 +38,52 @@ pub struct Outbound {
     pub alias_only: bool,
 }
 
+impl Outbound {
+    /// The size of the PUBLISH packet this becomes, header included, as the broker counts
+    /// it against its maximum packet size.
+    pub fn packet_size(&self, v5: bool) -> usize {
+        let topic = if self.alias_only { 0 } else { self.topic.len() };
+        let mut remaining = 2 + topic + self.payload.len();
+        if self.qos != Qos::AtMostOnce {
+            remaining += 2;
+        }
+        if v5 {
+            let mut props = 0;
+            if self.expiry_s.is_some() {
+                props += 5;
+            }
+            if self.alias.is_some() {
+                props += 3;
+            }
+            if let Some(t) = self.content_type {
+                props += 3 + t.len();
+            }
+            if let Some(s) = &self.seq {
+                props += 1 + 2 + "seq".len() + 2 + s.len();
+            }
+            remaining += varint_len(props) + props;
+        }
+        1 + varint_len(remaining) + remaining
+    }
+}
+
+/// Bytes of MQTT's variable byte integer for `n`.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// The largest packet the gateway hands to rumqttc (its own limit for outgoing packets);
+/// `[mqtt] max_message_size` and an MQTT 5 broker's CONNACK may lower it.
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// The longest topic MQTT can carry (a two-byte length).
+pub const MAX_TOPIC: usize = 65_535;
+
 /// rumqttc's request channel is full (or its event loop is gone): try again later.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Busy;
@@ -86,19 +132,43 @@ pub enum LinkEvent {
     ConnAck {
         receive_max: Option<u16>,
         alias_max: u16,
+        /// MQTT 5: the largest packet the broker accepts.
+        max_packet: Option<u32>,
     },
     /// rumqttc wrote a publish with this packet id (0 for QoS 0).
     Published(u16),
     /// A PUBACK. `refused` holds the reason when an MQTT 5 broker did not accept the message.
     PubAck {
         pkid: u16,
-        refused: Option<String>,
+        refused: Option<Refusal>,
     },
     /// rumqttc found the packet id still in flight.
     Collision(u16),
     /// rumqttc wrote DISCONNECT.
     Disconnected,
     Other,
+}
+
+/// Why an MQTT 5 broker did not accept a message (a PUBACK reason code of 0x80 or above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u8,
+    pub text: String,
+}
+
+impl Refusal {
+    /// Whether sending the same message again can never succeed: not authorised (0x87),
+    /// topic name invalid (0x90), packet too large (0x95), payload format invalid (0x99).
+    /// Others (quota exceeded 0x97, unspecified, implementation specific) may pass later.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.code, 0x87 | 0x90 | 0x95 | 0x99)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:02x} {}", self.code, self.text)
+    }
 }
 
 /// A failed connection, with what the operator needs to know.
@@ -210,13 +280,18 @@ impl EventLoop {
     /// buffer, so rumqttc must never replay anything on its own.
     pub fn forget(&mut self) {
         match self {
+            // `clean` leaves `state.events` as it was: an `Outgoing::Publish` recorded for a
+            // write that then failed would be handed out after the next CONNACK and matched
+            // to the wrong request.
             EventLoop::V4(e) => {
                 e.clean();
                 e.pending.clear();
+                e.state.events.clear();
             }
             EventLoop::V5(e) => {
                 e.clean();
                 e.pending.clear();
+                e.state.events.clear();
             }
         }
     }
@@ -228,6 +303,7 @@ fn event4(ev: rumqttc::Event) -> LinkEvent {
         Event::Incoming(Packet::ConnAck(_)) => LinkEvent::ConnAck {
             receive_max: None,
             alias_max: 0,
+            max_packet: None,
         },
         Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
             pkid: a.pkid,
@@ -248,22 +324,42 @@ fn event5(ev: v5::Event) -> LinkEvent {
                 .as_ref()
                 .and_then(|p| p.topic_alias_max)
                 .unwrap_or(0),
+            max_packet: c.properties.as_ref().and_then(|p| p.max_packet_size),
         },
         v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
             pkid: a.pkid,
             refused: match a.reason {
                 PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                other => Some(format!(
-                    "{other:?}{}",
-                    a.properties
-                        .and_then(|p| p.reason_string)
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                )),
+                other => Some(Refusal {
+                    code: puback_code(other),
+                    text: format!(
+                        "{other:?}{}",
+                        a.properties
+                            .and_then(|p| p.reason_string)
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                }),
             },
         },
         v5::Event::Outgoing(o) => outgoing(o),
         v5::Event::Incoming(_) => LinkEvent::Other,
+    }
+}
+
+/// The wire value of a PUBACK reason (MQTT 5, 3.4.2.1).
+fn puback_code(r: m5::PubAckReason) -> u8 {
+    use m5::PubAckReason::*;
+    match r {
+        Success => 0x00,
+        NoMatchingSubscribers => 0x10,
+        UnspecifiedError => 0x80,
+        ImplementationSpecificError => 0x83,
+        NotAuthorized => 0x87,
+        TopicNameInvalid => 0x90,
+        PacketIdentifierInUse => 0x91,
+        QuotaExceeded => 0x97,
+        PayloadFormatInvalid => 0x99,
     }
 }
 
@@ -298,4 +394,88 @@ fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rumqttc records `Outgoing::Publish` before it writes the packet; when the write fails
+    /// the event stays in `state.events` and, unless forgotten, is handed out after the next
+    /// CONNACK, where it would be matched to the wrong request.
+    #[test]
+    fn forget_drops_events_recorded_for_a_write_that_failed() {
+        let (_c, mut e) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 10);
+        e.state
+            .events
+            .push_back(rumqttc::Event::Outgoing(Outgoing::Publish(37)));
+        let mut e = EventLoop::V4(e);
+        e.forget();
+        let EventLoop::V4(e) = e else { unreachable!() };
+        assert!(e.state.events.is_empty());
+
+        let (_c, mut e) = v5::AsyncClient::new(v5::MqttOptions::new("t", "127.0.0.1", 1), 10);
+        e.state
+            .events
+            .push_back(v5::Event::Outgoing(Outgoing::Publish(37)));
+        let mut e = EventLoop::V5(e);
+        e.forget();
+        let EventLoop::V5(e) = e else { unreachable!() };
+        assert!(e.state.events.is_empty());
+    }
+
+    /// Our packet size agrees with rumqttc's for both protocols, with and without the
+    /// properties the uplink sets, across the varint boundaries.
+    #[test]
+    fn packet_size_matches_rumqttc() {
+        for len in [
+            0usize, 1, 100, 127, 128, 200, 16_000, 16_383, 16_384, 70_000,
+        ] {
+            for qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
+                let payload = vec![b'x'; len];
+                let mut out = Outbound {
+                    topic: "site/gw/wx".into(),
+                    qos,
+                    payload: payload.clone(),
+                    ..Default::default()
+                };
+                let mut p4 = rumqttc::Publish::new(out.topic.clone(), qos4(qos), payload.clone());
+                p4.pkid = 1;
+                assert_eq!(out.packet_size(false), p4.size(), "v4 {len} {qos:?}");
+                let mut p5 = m5::Publish::new(out.topic.clone(), qos5(qos), payload.clone(), None);
+                p5.pkid = 1;
+                assert_eq!(out.packet_size(true), p5.size(), "v5 {len} {qos:?}");
+
+                out.expiry_s = Some(60);
+                out.seq = Some("12-20,25".into());
+                out.content_type = Some("batch.json");
+                out.alias = Some(3);
+                let props = m5::PublishProperties {
+                    message_expiry_interval: out.expiry_s,
+                    topic_alias: out.alias,
+                    user_properties: vec![("seq".into(), out.seq.clone().unwrap())],
+                    content_type: out.content_type.map(str::to_string),
+                    ..Default::default()
+                };
+                let mut p5 = m5::Publish::new(out.topic.clone(), qos5(qos), payload, Some(props));
+                p5.pkid = 1;
+                assert_eq!(out.packet_size(true), p5.size(), "v5 props {len} {qos:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_that_cannot_pass_are_told_apart() {
+        let r = |code| Refusal {
+            code,
+            text: String::new(),
+        };
+        for code in [0x87, 0x90, 0x95, 0x99] {
+            assert!(r(code).is_permanent(), "{code:#x}");
+        }
+        for code in [0x80, 0x83, 0x91, 0x97] {
+            assert!(!r(code).is_permanent(), "{code:#x}");
+        }
+    }
 }

@@ -26,11 +26,11 @@ pub mod tls;
 use crate::config::{Connection, MqttConfig, Protocol, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
-use crate::queue::{Confirmed, QueueError, Reader, Stored};
+use crate::queue::{Burial, Confirmed, Fetched, QueueError, Reader};
 use crate::trips::{Panicked, Trip};
 use ahead::{Ahead, Waiting};
-use flight::{Flight, Item};
-use link::{Client, EventLoop, LinkEvent, Outbound};
+use flight::{Condemned, Flight, Item};
+use link::{Client, EventLoop, LinkEvent, Outbound, MAX_TOPIC};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -155,6 +155,12 @@ async fn poll_until_cancelled(
     let mut backoff = cfg.backoff_min;
     let mut was_online = false;
     let mut last_error: Option<String> = None;
+    // The backoff goes back to its minimum only once a connection has proved stable: up for
+    // a keep-alive interval and at least one PUBACK. A CONNACK alone does not reset it, or a
+    // broker that accepts and then drops the gateway would see a reconnect storm.
+    let mut trial: Option<Trial> = None;
+    // Drops of connections that had not proved stable, in this episode.
+    let mut flaps = 0u32;
     // on_demand: when the current window started, and until when the link sleeps.
     let mut window_start = Instant::now();
     let mut asleep_until: Option<Instant> = None;
@@ -187,6 +193,7 @@ async fn poll_until_cancelled(
             Ok(LinkEvent::ConnAck {
                 receive_max,
                 alias_max,
+                max_packet,
             }) => {
                 {
                     let mut f = handle.flight();
@@ -198,6 +205,10 @@ async fn poll_until_cancelled(
                     };
                     f.set_window(window);
                     f.alias_max = alias_max;
+                    f.max_packet = max_packet
+                        .map_or(usize::MAX, |m| m as usize)
+                        .min(cfg.max_message_size)
+                        .min(link::MAX_PACKET);
                     f.online = true;
                     if let Connection::OnDemand { flush_every } = cfg.connection {
                         f.next_window = Some(SystemTime::now() + flush_every);
@@ -211,12 +222,19 @@ async fn poll_until_cancelled(
                         birth,
                     );
                 }
-                backoff = cfg.backoff_min;
+                trial = Some(Trial {
+                    since: now,
+                    delivered: false,
+                });
                 was_online = true;
                 last_error = None;
                 metrics.online.store(true, Relaxed);
                 Metrics::add(&metrics.connects, 1);
-                info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
+                if flaps == 0 {
+                    info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
+                } else {
+                    debug!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
+                }
                 handle.wake.notify_one();
             }
             Ok(LinkEvent::Published(pkid)) => {
@@ -241,15 +259,33 @@ async fn poll_until_cancelled(
                     Metrics::add(&metrics.progress, 1);
                 }
                 drop(f);
+                if let Some(t) = trial.as_mut() {
+                    t.delivered = true;
+                }
+                handle.wake.notify_one();
+            }
+            Ok(LinkEvent::PubAck {
+                pkid,
+                refused: Some(reason),
+            }) if reason.is_permanent() => {
+                // Sending it again cannot succeed: its rows become dead letters and
+                // nothing behind them waits. The connection itself is fine.
+                let rows = handle
+                    .flight()
+                    .on_refused(pkid, format!("the broker refused it: {reason}"));
+                if rows == Some(0) {
+                    warn!(pkid, reason = %reason, "Broker refused a message of the gateway's own.");
+                }
+                Metrics::add(&metrics.progress, 1);
                 handle.wake.notify_one();
             }
             Ok(LinkEvent::PubAck {
                 pkid,
                 refused: Some(reason),
             }) => {
-                // An MQTT 5 broker refused the message (quota, authorisation, size): it
-                // stays in the queue. Reconnect after a pause and try again.
-                error!(pkid, reason = %reason, "Broker refused a message; it stays queued, retrying after a pause.");
+                // A refusal that may pass (quota exceeded, unspecified): the message stays
+                // in the queue. Reconnect after a pause and try again.
+                warn!(pkid, reason = %reason, "Broker refused a message for now; it stays queued, retrying after a pause.");
                 forget(eventloop, &mut handle.flight());
                 metrics.online.store(false, Relaxed);
                 was_online = false;
@@ -273,6 +309,7 @@ async fn poll_until_cancelled(
                 drop(f);
                 metrics.online.store(false, Relaxed);
                 was_online = false;
+                trial = None;
                 if let Connection::OnDemand { flush_every } = cfg.connection {
                     let next = (window_start + flush_every).max(Instant::now());
                     let wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
@@ -284,12 +321,35 @@ async fn poll_until_cancelled(
             }
             Ok(LinkEvent::Other) => {}
             Err(e) => {
-                forget(eventloop, &mut handle.flight());
+                {
+                    let mut f = handle.flight();
+                    // A broker that drops the connection while one message is in flight,
+                    // again and again, gets it alone, then gives it up (flight.rs).
+                    if f.online {
+                        if let Some(id) = f.strike() {
+                            debug!(seq = id, "The broker dropped the connection with this message alone in flight.");
+                        }
+                    }
+                    forget(eventloop, &mut f);
+                }
+                handle.wake.notify_one();
                 metrics.online.store(false, Relaxed);
                 let text = e.text;
                 // The same failure again (times and counts in its text aside) is logged once.
                 let same: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
-                if was_online {
+                let unproven = trial.take().is_some();
+                if unproven {
+                    flaps += 1;
+                    Metrics::add(&metrics.flaps, 1);
+                }
+                if was_online && unproven && flaps >= 2 {
+                    if flaps == 2 {
+                        warn!(error = %text, retry_in = ?backoff, "The broker accepts the connection and then drops it; backing off longer each time until a connection holds.");
+                    } else {
+                        debug!(error = %text, flaps, "Connection dropped again before it proved stable.");
+                    }
+                    was_online = false;
+                } else if was_online {
                     warn!(error = %text, "Connection to the broker lost; queueing on disk.");
                     was_online = false;
                 } else if last_error.as_deref() == Some(same.as_str()) {
@@ -308,6 +368,16 @@ async fn poll_until_cancelled(
                 continue;
             }
         }
+        if let Some(t) =
+            trial.filter(|t| t.delivered && now.duration_since(t.since) >= cfg.keep_alive)
+        {
+            trial = None;
+            backoff = cfg.backoff_min;
+            if flaps > 1 {
+                info!(drops = flaps, up_for = ?now.duration_since(t.since), "Connection to the broker is stable again.");
+            }
+            flaps = 0;
+        }
         let mut f = handle.flight();
         if f.oldest_wait()
             .is_some_and(|t| now.duration_since(t) > cfg.ack_timeout)
@@ -318,6 +388,13 @@ async fn poll_until_cancelled(
             was_online = false;
         }
     }
+}
+
+/// A connection not yet proved stable: when it came up, and whether a PUBACK arrived.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    since: Instant,
+    delivered: bool,
 }
 
 /// Waits out the backoff (with jitter) and doubles it. Returns true when cancelled.
@@ -423,7 +500,9 @@ fn runs(ids: &[i64]) -> String {
 }
 
 /// The message for `rows` (one row, or a batch of one topic), and what it stands for.
-fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> (Outbound, Item) {
+/// The topic alias is set later ([`fits`] first: an alias must not be taken for a message
+/// that is not sent).
+fn outbound(cfg: &MqttConfig, rows: &[Waiting], now_ms: i64) -> (Outbound, Item) {
     let first = &rows[0].row;
     let confirmed: Confirmed = rows.iter().map(|w| (w.row.id, w.row.bytes())).collect();
     let qos = if rows.iter().any(|w| w.row.qos == Qos::AtLeastOnce) {
@@ -465,10 +544,6 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
                     .clamp(1, u32::MAX as u64) as u32,
             );
         }
-        if let Some((alias, known)) = f.alias(&out.topic) {
-            out.alias = Some(alias);
-            out.alias_only = known;
-        }
     }
     (
         out,
@@ -477,6 +552,21 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], f: &mut Flight, now_ms: i64) -> 
             qos,
         },
     )
+}
+
+/// Why `out` can never be sent as it is on this connection, if it cannot. The size is
+/// checked as if the topic alias were set but the topic sent along (the most it can be).
+fn unsendable(out: &Outbound, v5: bool, max_packet: usize) -> Option<String> {
+    if out.topic.len() > MAX_TOPIC {
+        return Some(format!(
+            "its topic has {} bytes; MQTT carries at most {MAX_TOPIC}",
+            out.topic.len()
+        ));
+    }
+    let size = out.packet_size(v5) + if v5 { 3 } else { 0 };
+    (size > max_packet).then(|| {
+        format!("its packet has {size} bytes; the broker or [mqtt] max_message_size allows {max_packet}")
+    })
 }
 
 /// Where the pump stands in an on_demand window.
@@ -504,7 +594,11 @@ const DELETE_CHUNK: usize = 4096;
 type Deleting = Trip<(Result<usize, QueueError>, Confirmed, bool)>;
 
 /// A read ahead on a SQLite thread (on the pump's own connection when it has one).
-type Reading = Trip<(Option<Reader>, Result<Vec<Stored>, QueueError>)>;
+type Reading = Trip<(Option<Reader>, Result<Fetched, QueueError>)>;
+
+/// Dead letters being moved out of the outbox on a SQLite thread: what was buried, or the
+/// error and the rows still to bury.
+type Burying = Trip<Result<Vec<(Condemned, Burial)>, (QueueError, Vec<Condemned>)>>;
 
 /// What a read was for: the fresh rows or the backlog, up to which id, how many rows were
 /// asked for, and under which connection.
@@ -546,6 +640,7 @@ async fn pump(
     let per_message = cfg.batch.as_ref().map_or(1, |b| b.max_readings);
     let max_delay = cfg.batch.as_ref().map_or(Duration::ZERO, |b| b.max_delay);
     let on_demand = matches!(cfg.connection, Connection::OnDemand { .. });
+    let v5 = cfg.protocol == Protocol::V5;
     let mut pacer = cfg.replay_rate.map(Pacer::new);
     let mut fresh = Ahead::default();
     let mut old = Ahead::default();
@@ -578,6 +673,7 @@ async fn pump(
     // Released rows may be on disk (unknown at start): reclaim them when idle.
     let mut reclaim_left = true;
     let mut reading: Option<(Reading, (ReadPlan, u64))> = None;
+    let mut burying: Option<(Burying, u64)> = None;
     // After a failed trip, no new one before this.
     let mut db_pause: Option<Instant> = None;
     loop {
@@ -622,8 +718,12 @@ async fn pump(
             // Nothing is read before the connection is up and the backlog's end (`split`) is
             // fixed: a read before it would put backlog rows among the fresh ones.
             let want_read = split_taken && room > 0 && (fresh_cursor < last || old_cursor < split);
-            // Confirmed rows must be gone before the queue is read again from the start.
-            let deletes_pending = deleting.is_some() || !f.acked.is_empty();
+            // Confirmed rows and dead letters must be gone before the queue is read again
+            // from the start.
+            let deletes_pending = deleting.is_some()
+                || !f.acked.is_empty()
+                || burying.is_some()
+                || !f.dead.is_empty();
             let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
                 .then(|| {
                     let room = room.min(READ_CHUNK);
@@ -658,10 +758,10 @@ async fn pump(
                 let want = plan.want;
                 let task = crate::trips::spawn(move || match own {
                     Some(r) => {
-                        let rows = r.fetch_range(after, upto, want);
+                        let rows = r.fetch(after, upto, want);
                         (Some(r), rows)
                     }
-                    None => (None, lock(&q).fetch_range(after, upto, want)),
+                    None => (None, lock(&q).fetch(after, upto, want)),
                 });
                 reading = Some((task, (plan, crate::service::now_ms())));
             }
@@ -674,9 +774,11 @@ async fn pump(
                 // Backlog waiting beyond what is read ahead, an on_demand window, or a full
                 // read-ahead: send partial batches rather than wait for them to fill.
                 let force = on_demand || fresh.len() + old.len() >= read_ahead;
-                let Some(rows) = fresh
-                    .next(per_message, now, force)
-                    .or_else(|| old.next(per_message, now, force))
+                // A suspect goes one row at a time (see flight.rs).
+                let per = if f.alone() { 1 } else { per_message };
+                let Some(mut rows) = fresh
+                    .next(per, now, force)
+                    .or_else(|| old.next(per, now, force))
                 else {
                     break;
                 };
@@ -687,9 +789,40 @@ async fn pump(
                         break;
                     }
                 }
-                let (out, item) = outbound(&cfg, &rows, &mut f, now_ms);
+                // A batch too large for the broker leaves in halves; a single row that can
+                // never be sent is a dead letter.
+                let (mut out, item) = loop {
+                    let (out, item) = outbound(&cfg, &rows, now_ms);
+                    let Some(why) = unsendable(&out, v5, f.max_packet) else {
+                        break (out, item);
+                    };
+                    if rows.len() > 1 {
+                        let rest = rows.split_off(rows.len() / 2);
+                        unshift(&mut fresh, &mut old, split, rest);
+                        continue;
+                    }
+                    f.dead.push(Condemned {
+                        ids: vec![rows[0].row.id],
+                        reason: why,
+                    });
+                    rows.clear();
+                    break (out, item);
+                };
+                if rows.is_empty() {
+                    continue;
+                }
+                if v5 {
+                    if let Some((alias, known)) = f.alias(&out.topic) {
+                        out.alias = Some(alias);
+                        out.alias_only = known;
+                    }
+                }
+                let new_alias = (out.alias.is_some() && !out.alias_only).then(|| out.topic.clone());
                 if handle.client.try_publish(out).is_err() {
                     debug!("rumqttc's request channel is full; will retry.");
+                    if let Some(topic) = new_alias {
+                        f.unalias(&topic);
+                    }
                     unshift(&mut fresh, &mut old, split, rows);
                     break;
                 }
@@ -783,10 +916,36 @@ async fn pump(
             });
             deleting = Some((task, crate::service::now_ms()));
         }
+        // Dead letters leave the outbox on a trip of their own.
+        if burying.is_none() && db_pause.is_none_or(|t| Instant::now() >= t) {
+            let dead = std::mem::take(&mut handle.flight().dead);
+            if !dead.is_empty() {
+                let q = queue.clone();
+                let task = crate::trips::spawn(move || {
+                    let mut q = lock(&q);
+                    let now_ms = crate::service::now_ms() as i64;
+                    let mut done = Vec::new();
+                    let mut left = dead.into_iter();
+                    while let Some(c) = left.next() {
+                        match q.bury(&c.ids, &c.reason, now_ms) {
+                            Ok(b) => done.push((c, b)),
+                            Err(e) => {
+                                let mut rest = vec![c];
+                                rest.extend(left);
+                                return Err((e, rest));
+                            }
+                        }
+                    }
+                    Ok(done)
+                });
+                burying = Some((task, crate::service::now_ms()));
+            }
+        }
         // The watchdog looks at the oldest trip still under way.
         let since = [
             deleting.as_ref().map(|d| d.1),
             reading.as_ref().map(|r| r.1 .1),
+            burying.as_ref().map(|b| b.1),
         ]
         .into_iter()
         .flatten()
@@ -830,10 +989,10 @@ async fn pump(
             }
             done = finished(&mut reading) => {
                 let Some((_, (plan, _))) = reading.take() else { continue };
-                let rows = match done {
-                    Ok((own, Ok(rows))) => {
+                let fetched = match done {
+                    Ok((own, Ok(fetched))) => {
                         reader = own;
-                        rows
+                        fetched
                     }
                     Ok((own, Err(e))) => {
                         reader = own;
@@ -859,15 +1018,51 @@ async fn pump(
                 };
                 // No more rows up to `end` means the cursor may skip to it (ids are never
                 // reused, so nothing can appear below it later).
-                *cursor = if rows.len() < plan.want {
-                    plan.end.max(rows.last().map_or(0, |r| r.id))
+                *cursor = if fetched.count() < plan.want {
+                    plan.end.max(fetched.last_id().unwrap_or(0))
                 } else {
-                    rows.last().map_or(*cursor, |r| r.id)
+                    fetched.last_id().unwrap_or(*cursor)
                 };
                 let now = Instant::now();
                 let now_ms = crate::service::now_ms() as i64;
-                for row in rows {
+                for row in fetched.rows {
                     ahead.push(row, now, now_ms, max_delay);
+                }
+                if !fetched.unreadable.is_empty() {
+                    let mut f = handle.flight();
+                    for (id, e) in fetched.unreadable {
+                        f.dead.push(Condemned {
+                            ids: vec![id],
+                            reason: format!("it cannot be read back from the queue: {e}"),
+                        });
+                    }
+                }
+            }
+            done = finished(&mut burying) => {
+                burying = None;
+                match done {
+                    Ok(Ok(done)) => {
+                        for (c, b) in done {
+                            for row in &b.buried {
+                                error!(seq = row.id, topic = %row.topic, bytes = row.bytes, reason = %c.reason, "Message cannot be delivered; moved to the dead letters (sensorgate queue dead).");
+                            }
+                            Metrics::add(&metrics.dead, b.buried.len() as u64);
+                            if b.discarded > 0 {
+                                error!(discarded = b.discarded, "Dead letters over their room; the oldest were discarded.");
+                            }
+                        }
+                        Metrics::add(&metrics.progress, 1);
+                    }
+                    Ok(Err((e, rest))) => {
+                        on_error(&e);
+                        error!(error = %e, "Could not move messages to the dead letters; retrying in 1s.");
+                        handle.flight().dead.extend(rest);
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    Err(e) => {
+                        error!(error = %e, "Dead-letter task failed; retrying in 1s.");
+                        db_pause = Some(Instant::now() + Duration::from_secs(1));
+                    }
                 }
             }
             _ = handle.wake.notified() => {}

@@ -1,7 +1,10 @@
 //! A scripted MQTT 3.1.1 server for protocol cases a real broker cannot be made to show:
 //! it acknowledges a publish only when the test says so (in any order, or never), and drops
 //! the connection on command. Publishes on `auto_ack` topics are acknowledged at once.
+//! [`FakeBroker::start_flapping`] accepts every connection and closes it right after its
+//! CONNACK, as a broker that refuses the client after letting it in.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,17 +28,29 @@ pub struct FakeBroker {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     cmds: Arc<Mutex<Option<mpsc::UnboundedSender<Cmd>>>>,
+    connections: Arc<AtomicUsize>,
     _thread: std::thread::JoinHandle<()>,
 }
 
 impl FakeBroker {
     pub fn start(auto_ack: &str) -> FakeBroker {
+        FakeBroker::start_with(auto_ack, false)
+    }
+
+    /// A broker that closes every connection right after its CONNACK.
+    pub fn start_flapping() -> FakeBroker {
+        FakeBroker::start_with("", true)
+    }
+
+    fn start_with(auto_ack: &str, flap: bool) -> FakeBroker {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let port = std_listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let cmds = Arc::new(Mutex::new(None));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (r, c, auto) = (received.clone(), cmds.clone(), auto_ack.to_string());
+        let counted = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -46,8 +61,13 @@ impl FakeBroker {
                 let mut n = 0;
                 while let Ok((sock, _)) = listener.accept().await {
                     n += 1;
+                    counted.fetch_add(1, Ordering::SeqCst);
                     let (tx, rx) = mpsc::unbounded_channel();
                     *c.lock().unwrap() = Some(tx);
+                    if flap {
+                        flap_once(sock).await;
+                        continue;
+                    }
                     // One connection at a time, like a broker with one client id.
                     serve(sock, n, &auto, r.clone(), rx).await;
                 }
@@ -57,8 +77,14 @@ impl FakeBroker {
             port,
             received,
             cmds,
+            connections,
             _thread: thread,
         }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Publishes received so far, in arrival order.
@@ -97,6 +123,15 @@ async fn read_packet(sock: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut body = vec![0; len];
     sock.read_exact(&mut body).await.ok()?;
     Some((header, body))
+}
+
+/// Answers the CONNECT with a CONNACK, then closes the connection.
+async fn flap_once(mut sock: TcpStream) {
+    if let Some((header, _)) = read_packet(&mut sock).await {
+        if header >> 4 == 1 {
+            let _ = sock.write_all(&[0x20, 2, 0, 0]).await;
+        }
+    }
 }
 
 async fn serve(
