@@ -36,7 +36,7 @@ pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
     let path = config.queue_path();
     let (q, aside) = queue::open_or_reset(&path, queue_options(config))?;
     if let Some(aside) = aside {
-        error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt; moved it aside and started a fresh queue. Its messages are not sent.");
+        error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt or not a sensorgate queue; moved it aside and started a fresh queue. Its messages are not sent.");
     }
     Ok(q)
 }
@@ -57,6 +57,10 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    // The monotonic clock's origin, before any reading is stamped.
+    crate::reading::mono_ms(std::time::Instant::now());
+    // Before the queue is opened (and perhaps moved aside): one gateway per state_dir.
+    let _lock = queue::StateLock::take(&config.gateway.state_dir)?;
     let queue: SharedQueue = Arc::new(Mutex::new(open_queue(&config)?));
     let metrics = Arc::new(Metrics::default());
     // No count of the pending rows here: it reads every page of the table (seconds for a
@@ -210,7 +214,8 @@ pub async fn run(
     }
 }
 
-/// Expires old messages and publishes the gateway's health on a retained topic.
+/// Corrects stamps taken before the clock synchronised, expires old messages and publishes
+/// the gateway's health on a retained topic.
 async fn housekeeping(
     config: Config,
     queue: SharedQueue,
@@ -237,18 +242,28 @@ async fn housekeeping(
         let q = queue.clone();
         let max_age = config.queue.max_age;
         let now = Stamp::now();
+        let mono_now = crate::reading::mono_ms(std::time::Instant::now());
         let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
+            // Stamps from before a clock synchronisation are corrected before anything
+            // expires by age; uncorrected ones never do.
+            let corrected = match now.synced {
+                true => q.correct_stamps(now.wall_ms, mono_now)?,
+                false => 0,
+            };
             let expired = match max_age {
                 // A clock that was never synchronised cannot say what is old.
                 Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,
                 _ => 0,
             };
-            Ok::<_, queue::QueueError>((expired, q.stats(now.wall_ms)?))
+            Ok::<_, queue::QueueError>((corrected, expired, q.stats(now.wall_ms)?))
         })
         .await;
         let stats = match result {
-            Ok(Ok((expired, stats))) => {
+            Ok(Ok((corrected, expired, stats))) => {
+                if corrected > 0 {
+                    info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the monotonic clock.");
+                }
                 metrics.set_pending(stats.pending);
                 metrics.oldest_age_s.store(
                     stats.oldest_age_s as u64,

@@ -214,8 +214,11 @@ fn dump(config: &ConfigArg, limit: Option<usize>) -> anyhow::Result<()> {
         if rows.is_empty() {
             break;
         }
+        let (lo, hi) = (rows[0].id, rows[rows.len() - 1].id);
+        let clocks: std::collections::HashMap<i64, &str> =
+            queue::read_clocks(&path, lo, hi)?.into_iter().collect();
         for r in &rows {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "seq": r.id,
                 "topic": &*r.topic,
                 "payload": String::from_utf8_lossy(&r.payload),
@@ -223,6 +226,9 @@ fn dump(config: &ConfigArg, limit: Option<usize>) -> anyhow::Result<()> {
                 "retain": r.retain,
                 "age_s": (now - r.created_ms) as f64 / 1000.0,
             });
+            if let Some(clock) = clocks.get(&r.id) {
+                line["clock"] = (*clock).into();
+            }
             writeln!(out, "{line}")?;
         }
         left -= rows.len();

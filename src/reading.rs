@@ -132,10 +132,26 @@ pub const SYNC_CHECK_MS: i64 = 1000;
 
 fn check_clock_synced(wall_ms: i64) -> bool {
     const PLAUSIBLE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+                                                 // A clock that reads a date before this code was written is wrong, whatever a flag
+                                                 // file says (a process whose clock is faked, a flag left from before a step back).
+    if wall_ms < PLAUSIBLE_MS {
+        return false;
+    }
     if std::path::Path::new("/run/systemd/timesync").is_dir() {
         return std::path::Path::new("/run/systemd/timesync/synchronized").exists();
     }
-    wall_ms >= PLAUSIBLE_MS
+    true
+}
+
+/// Milliseconds of the monotonic clock since this process first asked, for an instant
+/// taken in this process (0 for one before that). The gateway asks at its start.
+///
+/// A wall-clock stamp taken while the clock was not synchronised is corrected from this
+/// once it is: the monotonic clock does not jump when NTP steps the wall clock.
+pub fn mono_ms(at: Instant) -> i64 {
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(Instant::now);
+    at.saturating_duration_since(anchor).as_millis() as i64
 }
 
 /// One reading of one input.
