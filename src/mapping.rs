@@ -24,7 +24,7 @@ pub struct NewMessage {
     pub qos: Qos,
     pub retain: bool,
     pub created_ms: i64,
-    /// When the wall clock was not synchronised at the reading: its monotonic time
+    /// When the wall clock was not synchronised at the reading: its time since boot
     /// ([`crate::reading::mono_ms`]), from which the queue corrects `created_ms` once it is.
     pub unsynced_mono_ms: Option<i64>,
 }

@@ -143,15 +143,52 @@ fn check_clock_synced(wall_ms: i64) -> bool {
     true
 }
 
-/// Milliseconds of the monotonic clock since this process first asked, for an instant
-/// taken in this process (0 for one before that). The gateway asks at its start.
-///
-/// A wall-clock stamp taken while the clock was not synchronised is corrected from this
-/// once it is: the monotonic clock does not jump when NTP steps the wall clock.
+/// Milliseconds since the system booted, for an instant taken in this process: the
+/// kernel's uptime read once (at the gateway's start), then the monotonic clock, which does
+/// not jump when NTP steps the wall clock. A wall-clock stamp taken while the clock was not
+/// synchronised is corrected from this once it is, also by a later process of the same
+/// boot ([`boot_id`]). Where `/proc/uptime` cannot be read, it counts from the first call.
 pub fn mono_ms(at: Instant) -> i64 {
-    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let anchor = *ANCHOR.get_or_init(Instant::now);
-    at.saturating_duration_since(anchor).as_millis() as i64
+    let origin = origin();
+    origin.boot_ms + at.saturating_duration_since(origin.at).as_millis() as i64
+}
+
+/// This boot's identity (the kernel's boot id, folded into 63 bits): [`mono_ms`] values
+/// compare only within one boot. `None` where the kernel does not say, or its uptime could
+/// not be read (then they compare only within one process).
+pub fn boot_id() -> Option<i64> {
+    origin().boot
+}
+
+struct Origin {
+    at: Instant,
+    boot_ms: i64,
+    boot: Option<i64>,
+}
+
+fn origin() -> &'static Origin {
+    static ORIGIN: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        let at = Instant::now();
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .and_then(|t| {
+                let hex: String = t
+                    .chars()
+                    .filter(|c| c.is_ascii_hexdigit())
+                    .take(15)
+                    .collect();
+                i64::from_str_radix(&hex, 16).ok()
+            });
+        Origin {
+            at,
+            boot_ms: uptime.map_or(0, |s| (s * 1000.0) as i64),
+            boot: boot.filter(|_| uptime.is_some()),
+        }
+    })
 }
 
 /// One reading of one input.

@@ -1,7 +1,8 @@
 //! State that is not the gateway's own, and a clock without a real-time clock behind it,
 //! through the real binary: a foreign SQLite file in place of `queue.db` is moved aside; a
 //! second gateway on the same `state_dir` is refused; readings stamped before the clock
-//! synchronised are not expired when it jumps, and get corrected times; sequence numbers
+//! synchronised are not expired when it jumps, and get corrected times (also those of an
+//! earlier run of the same boot); sequence numbers
 //! keep rising after a reset while the clock reads 1970.
 //!
 //! The clock is libfaketime's (`faketime` package, see .ci/run): the gateway's wall clock
@@ -206,11 +207,16 @@ fn a_second_gateway_on_the_same_state_dir_is_refused() {
 fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_corrected_times() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
-    let text = config(tmp.path(), 50.0, 200, "max_age = \"1h\"\n")
+    let text = config(tmp.path(), 50.0, 100, "max_age = \"1h\"\n")
         // Housekeeping (expiry) every second.
         .replace("health_interval = \"0s\"", "health_interval = \"1s\"");
     let mut gw = Gateway::new(tmp.path(), &text);
     gw.env = clock.env();
+    gw.start();
+    wait_until("100 readings queued", LONG, || gw.pending() == 100);
+    // A restart before the clock synchronises: the readings of both runs are this boot's.
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
     gw.start();
     wait_until("200 readings queued", LONG, || gw.pending() == 200);
     let exported = gw.export();

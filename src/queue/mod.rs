@@ -25,8 +25,8 @@
 //! - **Invariant:** delivery order is row-id order; wall time never orders anything.
 //! - **Stamps from a clock not synchronised** (`outbox.clock` = 1, see
 //!   `sql::ADD_CLOCK_COLUMNS`) never expire by age. Once the clock is synchronised,
-//!   [`Queue::correct_stamps`] gives the rows this process stored that way the wall time
-//!   their monotonic time gives (`clock` = 2); rows of an earlier process keep theirs. That
+//!   [`Queue::correct_stamps`] gives the rows of this boot stored that way the wall time
+//!   their time since boot gives (`clock` = 2); rows of an earlier boot keep theirs. That
 //!   update is the only change to a stored row, and it leaves topic and payload (the sizes
 //!   the accounting trusts) as they are.
 //! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) of
@@ -260,8 +260,9 @@ pub struct Queue {
     faulted: Arc<AtomicBool>,
     /// Above every sequence number handed out, kept beside the file.
     ceiling: ceiling::Ceiling,
-    /// The first row this queue stored with a stamp from a clock not synchronised, not yet
-    /// corrected ([`Queue::correct_stamps`]).
+    /// From which row on stamps from a clock not synchronised may wait for a correction
+    /// ([`Queue::correct_stamps`]): the first row of this boot at open, then the first one
+    /// this queue stored so since the last correction.
     unsynced_from: Option<i64>,
 }
 
@@ -318,16 +319,16 @@ impl Queue {
             }
         }
         conn.execute_batch(sql::SCHEMA).map_err(err)?;
+        if clean {
+            conn.execute(sql::META_SET, params!["clean", 0])
+                .map_err(err)?;
+        }
         if !column_names(&conn, "outbox")
             .map_err(err)?
             .iter()
             .any(|c| c == "clock")
         {
             conn.execute_batch(sql::ADD_CLOCK_COLUMNS).map_err(err)?;
-        }
-        if clean {
-            conn.execute(sql::META_SET, params!["clean", 0])
-                .map_err(err)?;
         }
         if !opts.synchronous_full {
             conn.pragma_update(None, "synchronous", "NORMAL")
@@ -344,6 +345,7 @@ impl Queue {
             conn.execute(sql::SET_LAST_ID, params![last]).map_err(err)?;
         }
         ceiling.cover(last + 1);
+        let boot_first_id = this_boot_from(&conn, last + 1).map_err(err)?;
         let bytes = meta(&conn, "bytes").map_err(err)?;
         let released = meta(&conn, "released").map_err(err)?;
         let reclaimable = any(&conn, sql::ANY_UP_TO, released).map_err(err)?;
@@ -357,7 +359,8 @@ impl Queue {
             reclaimable,
             faulted: Arc::new(AtomicBool::new(false)),
             ceiling,
-            unsynced_from: None,
+            // Rows of this boot stored by an earlier process may wait for a correction.
+            unsynced_from: Some(boot_first_id),
         })
     }
 
@@ -725,12 +728,12 @@ impl Queue {
         Ok(after.reclaimable)
     }
 
-    /// Once the wall clock is synchronised (it reads `wall_ms` while the monotonic clock
-    /// reads `mono_ms`, [`crate::reading::mono_ms`]), corrects the stamps of the rows this
-    /// queue stored with a clock that was not: each becomes the wall time its monotonic
-    /// time gives, flagged as corrected, and can expire by age from then on. Rows from an
-    /// earlier process keep their stamp and flag (their monotonic time is another
-    /// process's) and never expire by age. Returns how many rows were corrected.
+    /// Once the wall clock is synchronised (it reads `wall_ms` while the time since boot
+    /// is `mono_ms`, [`crate::reading::mono_ms`]), corrects the stamps of the rows of this
+    /// boot that a clock not synchronised stamped: each becomes the wall time its time since
+    /// boot gives, flagged as corrected, and can expire by age from then on. Rows of an
+    /// earlier boot keep their stamp and flag (their time since boot is another boot's) and
+    /// never expire by age. Returns how many rows were corrected.
     pub fn correct_stamps(&mut self, wall_ms: i64, mono_ms: i64) -> Result<u64, QueueError> {
         let Some(from) = self.unsynced_from else {
             return Ok(0);
@@ -972,6 +975,20 @@ fn fetch_range(
             }
         })
         .collect())
+}
+
+/// The first id this boot can have stored (`meta.boot_first_id`); when the last open was in
+/// another boot (or the boot is unknown), that is `next_id`, and it is recorded.
+fn this_boot_from(conn: &Connection, next_id: i64) -> Result<i64, rusqlite::Error> {
+    let Some(boot) = crate::reading::boot_id() else {
+        return Ok(next_id);
+    };
+    if meta(conn, "boot")? == boot {
+        return Ok(meta(conn, "boot_first_id")?.min(next_id));
+    }
+    conn.execute(sql::META_PUT, params!["boot_first_id", next_id])?;
+    conn.execute(sql::META_PUT, params!["boot", boot])?;
+    Ok(next_id)
 }
 
 /// Why the file is not a sensorgate queue, when it is not: it has tables, but not the

@@ -38,8 +38,10 @@ pub const TABLE_NAMES: &str =
     "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'";
 pub const COLUMN_NAMES: &str = "SELECT name FROM pragma_table_info(?1)";
 /// `outbox.clock`: how `created_ms` was stamped. 0: by a synchronised clock; 1: by a clock
-/// not synchronised (never expired by age; `mono_ms` holds the monotonic time of the
-/// process that stamped it); 2: corrected from `mono_ms` when the clock synchronised.
+/// not synchronised (never expired by age; `mono_ms` holds the milliseconds since boot
+/// at the stamp, `crate::reading::mono_ms`); 2: corrected from `mono_ms` when the clock
+/// synchronised. `meta.boot` names the boot of the last open and `meta.boot_first_id` the
+/// first id that boot can have stored: rows from there on are that boot's.
 /// Files from before these columns get both in one transaction, with 0 in every row.
 pub const ADD_CLOCK_COLUMNS: &str = "
 BEGIN IMMEDIATE;
@@ -123,6 +125,7 @@ pub const OLDEST: &str = concat!(
     " ORDER BY id LIMIT 1"
 );
 pub const META_GET: &str = "SELECT value FROM meta WHERE key = ?1";
+pub const META_PUT: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
 /// Copies what it can of the WAL into the file without waiting; returns (busy, frames in
 /// the WAL, frames copied).
 pub const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";

@@ -58,24 +58,42 @@ fn unsynced_stamps_never_expire_until_corrected_from_the_monotonic_clock() {
 }
 
 #[test]
-fn unsynced_stamps_of_an_earlier_process_are_kept_and_never_expire() {
+fn unsynced_stamps_of_this_boot_are_corrected_after_a_restart_and_of_an_earlier_boot_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
     let mut q = Queue::open(&path, opts()).unwrap();
     q.append(&[message(1, JAN_2_1970_MS, Some(1_000))]).unwrap();
     drop(q);
+    // A restart in the same boot: its time since boot still holds.
     let mut q = Queue::open(&path, opts()).unwrap();
-    q.append(&[message(2, NOW_MS, None)]).unwrap();
-    // Its monotonic time was another process's: no correction.
-    assert_eq!(q.correct_stamps(NOW_MS, 5_000).unwrap(), 0);
+    q.append(&[message(2, JAN_2_1970_MS + 1_000, Some(2_000))])
+        .unwrap();
+    assert_eq!(q.correct_stamps(NOW_MS, 5_000).unwrap(), 2);
+    let stamps: Vec<i64> = q
+        .fetch_after(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.created_ms)
+        .collect();
+    assert_eq!(stamps, [NOW_MS - 4_000, NOW_MS - 3_000]);
+    q.append(&[message(3, JAN_2_1970_MS, Some(3_000))]).unwrap();
+    drop(q);
+    // The next boot: the row from the last one keeps its stamp, and never expires by age.
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE meta SET value = value + 1 WHERE key = 'boot'", [])
+        .unwrap();
+    let mut q = Queue::open(&path, opts()).unwrap();
+    q.append(&[message(4, NOW_MS, None)]).unwrap();
+    assert_eq!(q.correct_stamps(NOW_MS, 9_000).unwrap(), 0);
     assert_eq!(
         q.expire(NOW_MS + HOUR_MS).unwrap(),
-        1,
-        "only the synced one"
+        3,
+        "all but the unsynced one"
     );
     let rows = q.fetch_after(0, 10).unwrap();
-    assert_eq!((rows[0].id, rows[0].created_ms), (1, JAN_2_1970_MS));
-    assert_eq!(super::read_clocks(&path, 0, 10).unwrap(), [(1, "unsynced")]);
+    assert_eq!((rows[0].id, rows[0].created_ms), (3, JAN_2_1970_MS));
+    assert_eq!(super::read_clocks(&path, 0, 10).unwrap(), [(3, "unsynced")]);
 }
 
 #[test]
