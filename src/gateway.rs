@@ -57,7 +57,7 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    // The monotonic clock's origin, before any reading is stamped.
+    // The origin of the time since boot (uptime, read once), before any reading is stamped.
     crate::reading::mono_ms(std::time::Instant::now());
     // Before the queue is opened (and perhaps moved aside): one gateway per state_dir.
     let _lock = queue::StateLock::take(&config.gateway.state_dir)?;
@@ -243,27 +243,42 @@ async fn housekeeping(
         let max_age = config.queue.max_age;
         let now = Stamp::now();
         let mono_now = crate::reading::mono_ms(std::time::Instant::now());
+        // Stamps from before a clock synchronisation are corrected before anything expires
+        // by age (uncorrected ones never do), a chunk per trip: the pipeline and the uplink
+        // take their turns in between.
+        let mut corrected = 0;
+        let mut more = now.synced;
+        while more {
+            let q = queue.clone();
+            let trip = crate::trips::spawn(move || lock(&q).correct_stamps(now.wall_ms, mono_now));
+            more = match trip.await {
+                Ok(Ok((n, more))) => {
+                    corrected += n;
+                    more && !cancel.is_cancelled()
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Housekeeping could not correct the queue's stamps.");
+                    stop_if_damaged(&e, &damaged);
+                    false
+                }
+                Err(_) => false,
+            };
+        }
+        if corrected > 0 {
+            info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the time since boot.");
+        }
         let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
-            // Stamps from before a clock synchronisation are corrected before anything
-            // expires by age; uncorrected ones never do.
-            let corrected = match now.synced {
-                true => q.correct_stamps(now.wall_ms, mono_now)?,
-                false => 0,
-            };
             let expired = match max_age {
                 // A clock that was never synchronised cannot say what is old.
                 Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,
                 _ => 0,
             };
-            Ok::<_, queue::QueueError>((corrected, expired, q.stats(now.wall_ms)?))
+            Ok::<_, queue::QueueError>((expired, q.stats(now.wall_ms)?))
         })
         .await;
         let stats = match result {
-            Ok(Ok((corrected, expired, stats))) => {
-                if corrected > 0 {
-                    info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the monotonic clock.");
-                }
+            Ok(Ok((expired, stats))) => {
                 metrics.set_pending(stats.pending);
                 metrics.oldest_age_s.store(
                     stats.oldest_age_s as u64,

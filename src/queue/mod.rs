@@ -72,6 +72,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The most rows [`Queue::correct_stamps`] corrects in one transaction.
+pub const CORRECT_CHUNK: usize = 10_000;
+
 /// Bytes accounted per row beyond topic and payload (row header, id, integers, index).
 pub const ROW_OVERHEAD: u64 = 24;
 
@@ -733,17 +736,32 @@ impl Queue {
     /// boot that a clock not synchronised stamped: each becomes the wall time its time since
     /// boot gives, flagged as corrected, and can expire by age from then on. Rows of an
     /// earlier boot keep their stamp and flag (their time since boot is another boot's) and
-    /// never expire by age. Returns how many rows were corrected.
-    pub fn correct_stamps(&mut self, wall_ms: i64, mono_ms: i64) -> Result<u64, QueueError> {
+    /// never expire by age. Corrects at most [`CORRECT_CHUNK`] rows in one transaction (a
+    /// large backlog must not hold the queue past the watchdog's patience); returns how
+    /// many, and whether more may be left (call again).
+    pub fn correct_stamps(
+        &mut self,
+        wall_ms: i64,
+        mono_ms: i64,
+    ) -> Result<(u64, bool), QueueError> {
         let Some(from) = self.unsynced_from else {
-            return Ok(0);
+            return Ok((0, false));
         };
-        let n = self
-            .conn
-            .execute(sql::CORRECT_STAMPS, params![wall_ms, mono_ms, from])
-            .map_err(|e| self.err(e))?;
-        self.unsynced_from = None;
-        Ok(n as u64)
+        let run = || -> Result<Vec<i64>, rusqlite::Error> {
+            let mut stmt = self.conn.prepare_cached(sql::CORRECT_STAMPS)?;
+            let rows = stmt
+                .query_map(params![wall_ms, mono_ms, from, CORRECT_CHUNK as i64], |r| {
+                    r.get(0)
+                })?;
+            rows.collect()
+        };
+        let ids = run().map_err(|e| self.err(e))?;
+        let more = ids.len() >= CORRECT_CHUNK;
+        self.unsynced_from = match ids.iter().max() {
+            Some(&last) if more => Some(last + 1),
+            _ => None,
+        };
+        Ok((ids.len() as u64, more))
     }
 
     /// Deletes messages stamped before `cutoff_ms`, but none stamped by a clock that was

@@ -69,13 +69,14 @@ macro_rules! row_bytes {
 pub const INSERT: &str =
     "INSERT INTO outbox (id, topic, payload, qos, retain, created_ms, clock, mono_ms)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-/// Corrects the stamps of pending rows from `?3` on that a clock not synchronised stamped:
-/// wall time now `?1`, minus the monotonic time (`?2` now) since the row was stamped.
+/// Corrects the stamps of up to `?4` pending rows from `?3` on that a clock not
+/// synchronised stamped: wall time now `?1`, minus the time since boot (`?2` now) that has
+/// passed since the row was stamped. Returns their ids.
 pub const CORRECT_STAMPS: &str = concat!(
-    "UPDATE outbox SET created_ms = ?1 - (?2 - mono_ms), clock = 2
-     WHERE id >= ?3 AND id > ",
+    "UPDATE outbox SET created_ms = ?1 - (?2 - mono_ms), clock = 2 WHERE id IN
+     (SELECT id FROM outbox WHERE id >= ?3 AND id > ",
     released!(),
-    " AND clock = 1 AND mono_ms IS NOT NULL"
+    " AND clock = 1 AND mono_ms IS NOT NULL ORDER BY id LIMIT ?4) RETURNING id"
 );
 /// The clock flag of each row in a range (`queue peek` and `export`).
 pub const CLOCK_RANGE: &str = "SELECT id, clock FROM outbox WHERE id BETWEEN ?1 AND ?2";

@@ -45,11 +45,15 @@ fn unsynced_stamps_never_expire_until_corrected_from_the_monotonic_clock() {
     assert_eq!(q.expire(NOW_MS - HOUR_MS).unwrap(), 1);
     assert_eq!(q.stats(0).unwrap().pending, 2);
     // The clock synchronises 41 s (monotonic) after the first reading.
-    assert_eq!(q.correct_stamps(NOW_MS, 41_000).unwrap(), 2);
+    assert_eq!(q.correct_stamps(NOW_MS, 41_000).unwrap(), (2, false));
     let rows = q.fetch_after(0, 10).unwrap();
     let stamps: Vec<i64> = rows.iter().map(|r| r.created_ms).collect();
     assert_eq!(stamps, [NOW_MS - 40_000, NOW_MS - 30_000]);
-    assert_eq!(q.correct_stamps(NOW_MS, 42_000).unwrap(), 0, "once");
+    assert_eq!(
+        q.correct_stamps(NOW_MS, 42_000).unwrap(),
+        (0, false),
+        "once"
+    );
     // Corrected stamps expire by their corrected age.
     assert_eq!(q.expire(NOW_MS - HOUR_MS).unwrap(), 0);
     assert_eq!(q.expire(NOW_MS - 35_000).unwrap(), 1);
@@ -68,7 +72,7 @@ fn unsynced_stamps_of_this_boot_are_corrected_after_a_restart_and_of_an_earlier_
     let mut q = Queue::open(&path, opts()).unwrap();
     q.append(&[message(2, JAN_2_1970_MS + 1_000, Some(2_000))])
         .unwrap();
-    assert_eq!(q.correct_stamps(NOW_MS, 5_000).unwrap(), 2);
+    assert_eq!(q.correct_stamps(NOW_MS, 5_000).unwrap(), (2, false));
     let stamps: Vec<i64> = q
         .fetch_after(0, 10)
         .unwrap()
@@ -85,7 +89,7 @@ fn unsynced_stamps_of_this_boot_are_corrected_after_a_restart_and_of_an_earlier_
         .unwrap();
     let mut q = Queue::open(&path, opts()).unwrap();
     q.append(&[message(4, NOW_MS, None)]).unwrap();
-    assert_eq!(q.correct_stamps(NOW_MS, 9_000).unwrap(), 0);
+    assert_eq!(q.correct_stamps(NOW_MS, 9_000).unwrap(), (0, false));
     assert_eq!(
         q.expire(NOW_MS + HOUR_MS).unwrap(),
         3,
@@ -185,4 +189,22 @@ fn numbering_never_goes_back_when_the_queue_file_is_lost() {
     let path = dir.path().join("queue.db");
     drop(Queue::open(&path, opts()).unwrap());
     assert_eq!(Queue::open(&path, opts()).unwrap().next_id(), 1);
+}
+
+#[test]
+fn a_large_backlog_is_corrected_a_chunk_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("queue.db"), opts()).unwrap();
+    let n = super::CORRECT_CHUNK as i64 * 2 + 5;
+    let batch: Vec<NewMessage> = (1..=n)
+        .map(|i| message(i, JAN_2_1970_MS + i, Some(i)))
+        .collect();
+    q.append(&batch).unwrap();
+    let chunk = super::CORRECT_CHUNK as u64;
+    assert_eq!(q.correct_stamps(NOW_MS, n).unwrap(), (chunk, true));
+    assert_eq!(q.correct_stamps(NOW_MS, n).unwrap(), (chunk, true));
+    assert_eq!(q.correct_stamps(NOW_MS, n).unwrap(), (5, false));
+    assert_eq!(q.correct_stamps(NOW_MS, n).unwrap(), (0, false));
+    let last = q.fetch_after(n - 1, 1).unwrap();
+    assert_eq!(last[0].created_ms, NOW_MS);
 }
