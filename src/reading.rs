@@ -144,18 +144,19 @@ fn check_clock_synced(wall_ms: i64) -> bool {
 }
 
 /// Milliseconds since the system booted, for an instant taken in this process: the
-/// kernel's uptime read once (at the gateway's start), then the monotonic clock, which does
-/// not jump when NTP steps the wall clock. A wall-clock stamp taken while the clock was not
-/// synchronised is corrected from this once it is, also by a later process of the same
-/// boot ([`boot_id`]). Where `/proc/uptime` cannot be read, it counts from the first call.
+/// kernel's `CLOCK_BOOTTIME` read once (at the gateway's start), then the monotonic clock;
+/// neither jumps when NTP steps the wall clock. A wall-clock stamp taken while the clock was
+/// not synchronised is corrected from this once it is, also by a later process of the same
+/// boot ([`boot_id`]).
 pub fn mono_ms(at: Instant) -> i64 {
     let origin = origin();
     origin.boot_ms + at.saturating_duration_since(origin.at).as_millis() as i64
 }
 
-/// This boot's identity (the kernel's boot id, folded into 63 bits): [`mono_ms`] values
-/// compare only within one boot. `None` where the kernel does not say, or its uptime could
-/// not be read (then they compare only within one process).
+/// This boot's identity, folded into 63 bits: [`mono_ms`] values compare only within one
+/// boot. From `SENSORGATE_BOOT_ID` (the unit sets it to systemd's `%b`, since it hides
+/// `/proc/sys` from the service), else the kernel's boot id. `None` where neither says
+/// (then stamps are corrected only by the process that took them).
 pub fn boot_id() -> Option<i64> {
     origin().boot
 }
@@ -170,23 +171,24 @@ fn origin() -> &'static Origin {
     static ORIGIN: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
     ORIGIN.get_or_init(|| {
         let at = Instant::now();
-        let uptime = std::fs::read_to_string("/proc/uptime")
+        let boot_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
             .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|t| std::time::Duration::from(t).as_millis() as i64);
+        let boot = std::env::var("SENSORGATE_BOOT_ID")
             .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
             .and_then(|t| {
                 let hex: String = t
                     .chars()
                     .filter(|c| c.is_ascii_hexdigit())
                     .take(15)
                     .collect();
-                i64::from_str_radix(&hex, 16).ok()
+                (hex.len() == 15).then(|| i64::from_str_radix(&hex, 16).ok())?
             });
         Origin {
             at,
-            boot_ms: uptime.map_or(0, |s| (s * 1000.0) as i64),
-            boot: boot.filter(|_| uptime.is_some()),
+            boot_ms: boot_ms.unwrap_or(0),
+            boot: boot.filter(|_| boot_ms.is_some()),
         }
     })
 }
