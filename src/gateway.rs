@@ -36,7 +36,7 @@ pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
     let path = config.queue_path();
     let (q, aside) = queue::open_or_reset(&path, queue_options(config))?;
     if let Some(aside) = aside {
-        error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt; moved it aside and started a fresh queue. Its messages are not sent.");
+        error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt or not a sensorgate queue; moved it aside and started a fresh queue. Its messages are not sent.");
     }
     Ok(q)
 }
@@ -57,6 +57,10 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    // The origin of the time since boot (uptime, read once), before any reading is stamped.
+    crate::reading::mono_ms(std::time::Instant::now());
+    // Before the queue is opened (and perhaps moved aside): one gateway per state_dir.
+    let _lock = queue::StateLock::take(&config.gateway.state_dir)?;
     let queue: SharedQueue = Arc::new(Mutex::new(open_queue(&config)?));
     let metrics = Arc::new(Metrics::default());
     // No count of the pending rows here: it reads every page of the table (seconds for a
@@ -212,7 +216,8 @@ pub async fn run(
     }
 }
 
-/// Expires old messages and publishes the gateway's health on a retained topic.
+/// Corrects stamps taken before the clock synchronised, expires old messages and publishes
+/// the gateway's health on a retained topic.
 async fn housekeeping(
     config: Config,
     queue: SharedQueue,
@@ -239,6 +244,31 @@ async fn housekeeping(
         let q = queue.clone();
         let max_age = config.queue.max_age;
         let now = Stamp::now();
+        let mono_now = crate::reading::mono_ms(std::time::Instant::now());
+        // Stamps from before a clock synchronisation are corrected before anything expires
+        // by age (uncorrected ones never do), a chunk per trip: the pipeline and the uplink
+        // take their turns in between.
+        let mut corrected = 0;
+        let mut more = now.synced;
+        while more {
+            let q = queue.clone();
+            let trip = crate::trips::spawn(move || lock(&q).correct_stamps(now.wall_ms, mono_now));
+            more = match trip.await {
+                Ok(Ok((n, more))) => {
+                    corrected += n;
+                    more && !cancel.is_cancelled()
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Housekeeping could not correct the queue's stamps.");
+                    stop_if_damaged(&e, &damaged);
+                    false
+                }
+                Err(_) => false,
+            };
+        }
+        if corrected > 0 {
+            info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the time since boot.");
+        }
         let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
             let expired = match max_age {

@@ -107,8 +107,8 @@ enum DeadCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Move dead letters back to the queue under new sequence numbers (stop the gateway
-    /// first: its pipeline numbers new messages itself).
+    /// Move dead letters back to the queue under new sequence numbers; refused while a
+    /// gateway runs on the same state_dir (its pipeline numbers new messages itself).
     Requeue {
         #[command(flatten)]
         config: ConfigArg,
@@ -247,6 +247,9 @@ fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
         DeadCommand::Export { config } => dump_dead(&config, true)?,
         DeadCommand::Requeue { config, seq } => {
             let config = Config::load(&config.config)?;
+            // A running gateway numbers new rows itself: requeued ones would collide.
+            let _lock = queue::StateLock::take(&config.gateway.state_dir)
+                .context("requeue needs the gateway stopped")?;
             let mut q = open_writer(&config)?;
             let ids = (!seq.is_empty()).then_some(seq.as_slice());
             let new = q.requeue_dead(ids)?;
@@ -341,8 +344,11 @@ fn dump(config: &ConfigArg, limit: Option<usize>) -> anyhow::Result<()> {
         if rows.is_empty() {
             break;
         }
+        let (lo, hi) = (rows[0].id, rows[rows.len() - 1].id);
+        let clocks: std::collections::HashMap<i64, &str> =
+            queue::read_clocks(&path, lo, hi)?.into_iter().collect();
         for r in &rows {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "seq": r.id,
                 "topic": &*r.topic,
                 "payload": String::from_utf8_lossy(&r.payload),
@@ -350,6 +356,9 @@ fn dump(config: &ConfigArg, limit: Option<usize>) -> anyhow::Result<()> {
                 "retain": r.retain,
                 "age_s": (now - r.created_ms) as f64 / 1000.0,
             });
+            if let Some(clock) = clocks.get(&r.id) {
+                line["clock"] = (*clock).into();
+            }
             writeln!(out, "{line}")?;
         }
         left -= rows.len();

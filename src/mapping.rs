@@ -11,7 +11,7 @@
 //! field whose payload is the plain value (`21.5`).
 
 use crate::config::{Config, Qos, Route};
-use crate::reading::{write_json_string, Reading};
+use crate::reading::{mono_ms, write_json_string, Reading};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ pub struct NewMessage {
     pub qos: Qos,
     pub retain: bool,
     pub created_ms: i64,
+    /// When the wall clock was not synchronised at the reading: its time since boot
+    /// ([`crate::reading::mono_ms`]), from which the queue corrects `created_ms` once it is.
+    pub unsynced_mono_ms: Option<i64>,
 }
 
 /// Maps readings of the configured inputs to messages.
@@ -57,6 +60,7 @@ impl Mapper {
             qos: route.qos,
             retain: route.retain,
             created_ms: reading.stamp.wall_ms,
+            unsynced_mono_ms: (!reading.stamp.synced).then(|| mono_ms(reading.at)),
         };
         if route.topic.per_field() {
             for (name, value) in &reading.fields {

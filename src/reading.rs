@@ -132,10 +132,65 @@ pub const SYNC_CHECK_MS: i64 = 1000;
 
 fn check_clock_synced(wall_ms: i64) -> bool {
     const PLAUSIBLE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+                                                 // A clock that reads a date before this code was written is wrong, whatever a flag
+                                                 // file says (a process whose clock is faked, a flag left from before a step back).
+    if wall_ms < PLAUSIBLE_MS {
+        return false;
+    }
     if std::path::Path::new("/run/systemd/timesync").is_dir() {
         return std::path::Path::new("/run/systemd/timesync/synchronized").exists();
     }
-    wall_ms >= PLAUSIBLE_MS
+    true
+}
+
+/// Milliseconds since the system booted, for an instant taken in this process: the
+/// kernel's `CLOCK_BOOTTIME` read once (at the gateway's start), then the monotonic clock;
+/// neither jumps when NTP steps the wall clock. A wall-clock stamp taken while the clock was
+/// not synchronised is corrected from this once it is, also by a later process of the same
+/// boot ([`boot_id`]).
+pub fn mono_ms(at: Instant) -> i64 {
+    let origin = origin();
+    origin.boot_ms + at.saturating_duration_since(origin.at).as_millis() as i64
+}
+
+/// This boot's identity, folded into 63 bits: [`mono_ms`] values compare only within one
+/// boot. From `SENSORGATE_BOOT_ID` (the unit sets it to systemd's `%b`, since it hides
+/// `/proc/sys` from the service), else the kernel's boot id. `None` where neither says
+/// (then stamps are corrected only by the process that took them).
+pub fn boot_id() -> Option<i64> {
+    origin().boot
+}
+
+struct Origin {
+    at: Instant,
+    boot_ms: i64,
+    boot: Option<i64>,
+}
+
+fn origin() -> &'static Origin {
+    static ORIGIN: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        let at = Instant::now();
+        let boot_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .ok()
+            .map(|t| std::time::Duration::from(t).as_millis() as i64);
+        let boot = std::env::var("SENSORGATE_BOOT_ID")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+            .and_then(|t| {
+                let hex: String = t
+                    .chars()
+                    .filter(|c| c.is_ascii_hexdigit())
+                    .take(15)
+                    .collect();
+                (hex.len() == 15).then(|| i64::from_str_radix(&hex, 16).ok())?
+            });
+        Origin {
+            at,
+            boot_ms: boot_ms.unwrap_or(0),
+            boot: boot.filter(|_| boot_ms.is_some()),
+        }
+    })
 }
 
 /// One reading of one input.

@@ -244,6 +244,8 @@ fn a_topic_the_broker_refuses_for_good_does_not_hold_up_the_others() {
     );
     // The operator may send them again: requeued while the gateway is stopped, the broker
     // refuses them once more and they come back as dead letters, nothing lost.
+    let (code, _, err) = gw.cli(&["queue", "dead", "requeue"]);
+    assert_ne!(code, 0, "requeue beside a running gateway: {err}");
     gw.terminate(LONG);
     let (code, out, err) = gw.cli(&["queue", "dead", "requeue"]);
     assert_eq!(code, 0, "{err}");

@@ -83,6 +83,7 @@ proptest! {
                             qos: Qos::AtLeastOnce,
                             retain: false,
                             created_ms: clock,
+                            unsynced_mono_ms: None,
                         }
                     }).collect();
                     appended.extend(batch.iter().map(|m| (m.seq, (m.topic.len() + m.payload.len()) as u64)));

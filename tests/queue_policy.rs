@@ -15,6 +15,7 @@ fn batch(from: i64, n: usize, len: usize) -> Vec<NewMessage> {
             qos: Qos::AtLeastOnce,
             retain: false,
             created_ms: 0,
+            unsynced_mono_ms: None,
         })
         .collect()
 }
@@ -238,6 +239,7 @@ fn confirming_rows_removed_since_they_were_read_keeps_the_accounting() {
         let rows: Vec<_> = (0..10)
             .map(|i| NewMessage {
                 created_ms: i,
+                unsynced_mono_ms: None,
                 ..batch(1 + i, 1, 100).remove(0)
             })
             .collect();

@@ -451,6 +451,7 @@ fn released_rows_are_reclaimed_while_the_uplink_is_idle() {
             qos: Qos::AtLeastOnce,
             retain: false,
             created_ms: now_ms,
+            unsynced_mono_ms: None,
         })
         .collect();
     q.append(&rows).unwrap();

@@ -271,6 +271,7 @@ mod tests {
                 qos: Qos::AtLeastOnce,
                 retain: false,
                 created_ms: 1,
+                unsynced_mono_ms: None,
             })
             .collect();
         q.append(&batch).unwrap();

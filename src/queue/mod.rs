@@ -4,6 +4,10 @@
 //! - One table, `outbox`, ordered by its row id. The row id is also the message's
 //!   per-gateway sequence number (`_seq` in JSON payloads), assigned by the pipeline from
 //!   [`Queue::next_id`] and never reused (AUTOINCREMENT).
+//! - **Invariant:** sequence numbers never go backwards, whatever the clock says: a small
+//!   file beside the queue (`seq.ceiling`, see `ceiling`) holds a number above every one
+//!   handed out, written durably before any number reaches it; a new file (a reset, or
+//!   `queue.db` deleted) numbers on above it.
 //! - **Invariant:** a committed row leaves the queue only by [`Queue::ack`] (the broker's
 //!   PUBACK, or a QoS 0 write), by the size policy in [`Queue::append`], or by
 //!   [`Queue::expire`] (max age). The last two are counted in `meta` and logged at ERROR by
@@ -19,6 +23,12 @@
 //! - **Invariant:** `released` only grows, and never above the highest id stored: rows
 //!   committed later have higher ids.
 //! - **Invariant:** delivery order is row-id order; wall time never orders anything.
+//! - **Stamps from a clock not synchronised** (`outbox.clock` = 1, see
+//!   `sql::ADD_CLOCK_COLUMNS`) never expire by age. Once the clock is synchronised,
+//!   [`Queue::correct_stamps`] gives the rows of this boot stored that way the wall time
+//!   their time since boot gives (`clock` = 2); rows of an earlier boot keep theirs. That
+//!   update is the only change to a stored row, and it leaves topic and payload (the sizes
+//!   the accounting trusts) as they are.
 //! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) of
 //!   every row on disk, released or not, and `meta.released_bytes` that of the released
 //!   ones, in the same transaction as every insert, release and delete: the size policy
@@ -26,8 +36,11 @@
 //! - The file runs in WAL mode: `sensorgate queue ...` reads it while the gateway writes.
 //!   Inserts use `synchronous=FULL` by default (a committed reading survives a power cut);
 //!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
-//! - A file that SQLite cannot open or check is moved aside and a fresh queue started
-//!   ([`open_or_reset`]): the gateway never crash-loops on its own state.
+//! - A file that SQLite cannot open or check, or a database that is not a sensorgate queue
+//!   (tables, but not `outbox` and `meta` with their columns; checked before anything is
+//!   written to it), is moved aside and a fresh queue started ([`open_or_reset`]): the
+//!   gateway never crash-loops on its own state. One gateway per state directory
+//!   ([`StateLock`]).
 //! - **Checked unless closed cleanly.** [`Queue::open`] runs SQLite's `quick_check` (it
 //!   reads the whole file: 0.12 s for a 137 MB backlog here, many seconds on an SD card)
 //!   unless `meta.clean` says the last gateway closed the file cleanly
@@ -40,12 +53,17 @@
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
 //! `.await`); async callers use `trips::spawn`.
 
+mod ceiling;
 mod dead;
 mod files;
+mod lock;
 mod sql;
+#[cfg(test)]
+mod state_tests;
 
 pub use dead::{Burial, Buried, DeadLetter, DEAD_MIN_ROOM};
-pub use files::{open_or_reset, read_oldest, read_stats};
+pub use files::{open_or_reset, read_clocks, read_oldest, read_stats};
+pub use lock::StateLock;
 
 use crate::config::{Qos, WhenFull};
 use crate::mapping::NewMessage;
@@ -55,6 +73,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The most rows [`Queue::correct_stamps`] corrects in one transaction.
+pub const CORRECT_CHUNK: usize = 10_000;
 
 /// Bytes accounted per row beyond topic and payload (row header, id, integers, index).
 pub const ROW_OVERHEAD: u64 = 24;
@@ -80,6 +101,8 @@ pub struct Stored {
     pub qos: Qos,
     pub retain: bool,
     pub created_ms: i64,
+    /// Stamped before the clock synchronised and not corrected yet: its age is unknown.
+    pub age_unknown: bool,
 }
 
 /// Rows the broker confirmed, waiting to be deleted: their ids, and each one's topic and
@@ -222,6 +245,13 @@ pub enum QueueError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} is not a sensorgate queue: {reason}")]
+    Foreign { path: String, reason: String },
+    #[error(
+        "another sensorgate{} is running with the state directory {dir}; one state directory serves one gateway",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: String, pid: Option<u32> },
 }
 
 impl QueueError {
@@ -229,8 +259,13 @@ impl QueueError {
     pub fn is_corrupt(&self) -> bool {
         match self {
             QueueError::Sqlite { source, .. } => is_damage(source),
-            QueueError::Io { .. } => false,
+            QueueError::Io { .. } | QueueError::Foreign { .. } | QueueError::Locked { .. } => false,
         }
+    }
+
+    /// Whether the file is a database, but another application's (or another schema's).
+    pub fn is_foreign(&self) -> bool {
+        matches!(self, QueueError::Foreign { .. })
     }
 }
 
@@ -260,6 +295,12 @@ pub struct Queue {
     /// Set when any connection to the file (this one or a [`Reader`] made by
     /// [`Queue::reader`]) met a damaged file or a failing disk: then it is not marked clean.
     faulted: Arc<AtomicBool>,
+    /// Above every sequence number handed out, kept beside the file.
+    ceiling: ceiling::Ceiling,
+    /// From which row on stamps from a clock not synchronised may wait for a correction
+    /// ([`Queue::correct_stamps`]): the first row of this boot at open, then the first one
+    /// this queue stored so since the last correction.
+    unsynced_from: Option<i64>,
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -288,6 +329,14 @@ impl Queue {
         }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // Before anything is written: another application's file is left as it was.
+        let tables = table_names(&conn).map_err(err)?;
+        if let Some(reason) = foreign(&conn, &tables).map_err(err)? {
+            return Err(QueueError::Foreign {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         // The flag is cleared with an fsync whatever the configured level: a power cut
@@ -311,13 +360,29 @@ impl Queue {
             conn.execute(sql::META_SET, params!["clean", 0])
                 .map_err(err)?;
         }
+        if !column_names(&conn, "outbox")
+            .map_err(err)?
+            .iter()
+            .any(|c| c == "clock")
+        {
+            conn.execute_batch(sql::ADD_CLOCK_COLUMNS).map_err(err)?;
+        }
         if !opts.synchronous_full {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(err)?;
         }
-        let last: i64 = conn
+        let mut last: i64 = conn
             .query_row(sql::LAST_ID, [], |r| r.get(0))
             .map_err(err)?;
+        // A new file (a first start, a reset, or `queue.db` deleted) numbers on above what
+        // an earlier file handed out.
+        let mut ceiling = ceiling::Ceiling::read(path);
+        if tables.is_empty() && last == 0 && ceiling.value() > 1 {
+            last = ceiling.value() - 1;
+            conn.execute(sql::SET_LAST_ID, params![last]).map_err(err)?;
+        }
+        ceiling.cover(last + 1);
+        let boot_first_id = this_boot_from(&conn, last + 1).map_err(err)?;
         let bytes = meta(&conn, "bytes").map_err(err)?;
         let released = meta(&conn, "released").map_err(err)?;
         let reclaimable = any(&conn, sql::ANY_UP_TO, released).map_err(err)?;
@@ -330,6 +395,9 @@ impl Queue {
             unsaved_dropped: 0,
             reclaimable,
             faulted: Arc::new(AtomicBool::new(false)),
+            ceiling,
+            // Rows of this boot stored by an earlier process may wait for a correction.
+            unsynced_from: Some(boot_first_id),
         })
     }
 
@@ -391,6 +459,7 @@ impl Queue {
                 .execute(sql::SET_LAST_ID, params![floor])
                 .map_err(|e| self.err(e))?;
             self.next_id = floor + 1;
+            self.ceiling.cover(self.next_id);
         }
         Ok(())
     }
@@ -403,9 +472,11 @@ impl Queue {
     /// Commits `batch` in one transaction, applying the size policy. Messages must carry
     /// consecutive ids from [`Queue::next_id`] on (the pipeline numbers them so).
     pub fn append(&mut self, batch: &[NewMessage]) -> Result<Appended, QueueError> {
-        if batch.is_empty() {
+        let Some(last) = batch.last() else {
             return Ok(Appended::default());
-        }
+        };
+        // Before the numbers can reach a consumer: a reset must never number below them.
+        self.ceiling.cover(last.seq);
         loop {
             match self.try_append(batch) {
                 Ok(a) => return Ok(a),
@@ -463,13 +534,19 @@ impl Queue {
         {
             let mut insert = tx.prepare_cached(sql::INSERT)?;
             for m in &batch[..take] {
+                let clock = match m.unsynced_mono_ms {
+                    Some(_) => sql::CLOCK_UNSYNCED,
+                    None => 0,
+                };
                 insert.execute(params![
                     m.seq,
                     m.topic,
                     m.payload,
                     m.qos.as_u8(),
                     m.retain,
-                    m.created_ms
+                    m.created_ms,
+                    clock,
+                    m.unsynced_mono_ms
                 ])?;
                 bytes += Queue::size_of(m);
             }
@@ -493,6 +570,9 @@ impl Queue {
         self.unsaved_dropped = 0;
         self.bytes = bytes;
         self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
+        if let Some(first) = batch[..take].iter().find(|m| m.unsynced_mono_ms.is_some()) {
+            self.unsynced_from = Some(self.unsynced_from.unwrap_or(first.seq).min(first.seq));
+        }
         out.stored = take;
         Ok(out)
     }
@@ -690,7 +770,41 @@ impl Queue {
         Ok(after.reclaimable)
     }
 
-    /// Deletes messages stamped before `cutoff_ms`; returns how many.
+    /// Once the wall clock is synchronised (it reads `wall_ms` while the time since boot
+    /// is `mono_ms`, [`crate::reading::mono_ms`]), corrects the stamps of the rows of this
+    /// boot that a clock not synchronised stamped: each becomes the wall time its time since
+    /// boot gives, flagged as corrected, and can expire by age from then on. Rows of an
+    /// earlier boot keep their stamp and flag (their time since boot is another boot's) and
+    /// never expire by age. Corrects at most [`CORRECT_CHUNK`] rows in one transaction (a
+    /// large backlog must not hold the queue past the watchdog's patience); returns how
+    /// many, and whether more may be left (call again).
+    pub fn correct_stamps(
+        &mut self,
+        wall_ms: i64,
+        mono_ms: i64,
+    ) -> Result<(u64, bool), QueueError> {
+        let Some(from) = self.unsynced_from else {
+            return Ok((0, false));
+        };
+        let run = || -> Result<Vec<i64>, rusqlite::Error> {
+            let mut stmt = self.conn.prepare_cached(sql::CORRECT_STAMPS)?;
+            let rows = stmt
+                .query_map(params![wall_ms, mono_ms, from, CORRECT_CHUNK as i64], |r| {
+                    r.get(0)
+                })?;
+            rows.collect()
+        };
+        let ids = run().map_err(|e| self.err(e))?;
+        let more = ids.len() >= CORRECT_CHUNK;
+        self.unsynced_from = match ids.iter().max() {
+            Some(&last) if more => Some(last + 1),
+            _ => None,
+        };
+        Ok((ids.len() as u64, more))
+    }
+
+    /// Deletes messages stamped before `cutoff_ms`, but none stamped by a clock that was
+    /// not synchronised; returns how many.
     pub fn expire(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
         let run = |conn: &mut Connection| -> Result<(u64, Accounting), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -869,6 +983,7 @@ fn fetch_range(
         qos: Qos,
         retain: bool,
         created_ms: i64,
+        age_unknown: bool,
     }
     let mut stmt = conn.prepare_cached(sql::FETCH_RANGE)?;
     let mut rows = stmt.query(params![after, limit as i64, upto])?;
@@ -911,6 +1026,7 @@ fn fetch_range(
                 },
                 retain: r.get(4)?,
                 created_ms: r.get(5)?,
+                age_unknown: r.get(6)?,
             })
         };
         match read() {
@@ -941,10 +1057,62 @@ fn fetch_range(
                 qos: r.qos,
                 retain: r.retain,
                 created_ms: r.created_ms,
+                age_unknown: r.age_unknown,
             }
         })
         .collect();
     Ok(Fetched { rows, unreadable })
+}
+
+/// The first id this boot can have stored (`meta.boot_first_id`); when the last open was in
+/// another boot (or the boot is unknown), that is `next_id`, and it is recorded.
+fn this_boot_from(conn: &Connection, next_id: i64) -> Result<i64, rusqlite::Error> {
+    let Some(boot) = crate::reading::boot_id() else {
+        return Ok(next_id);
+    };
+    if meta(conn, "boot")? == boot {
+        return Ok(meta(conn, "boot_first_id")?.min(next_id));
+    }
+    conn.execute(sql::META_PUT, params!["boot_first_id", next_id])?;
+    conn.execute(sql::META_PUT, params!["boot", boot])?;
+    Ok(next_id)
+}
+
+/// Why the file is not a sensorgate queue, when it is not: it has tables, but not the
+/// gateway's ([`sql::OWN_TABLES`]).
+fn foreign(conn: &Connection, tables: &[String]) -> Result<Option<String>, rusqlite::Error> {
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    for (table, columns) in sql::OWN_TABLES {
+        if !tables.iter().any(|t| t == table) {
+            // `meta` comes second in the schema: a file may lack it.
+            if table == "outbox" {
+                return Ok(Some(format!(
+                    "it has no table outbox (tables: {})",
+                    tables.join(", ")
+                )));
+            }
+            continue;
+        }
+        let have = column_names(conn, table)?;
+        if let Some(missing) = columns.iter().find(|c| !have.iter().any(|h| h == *c)) {
+            return Ok(Some(format!("its table {table} has no column {missing}")));
+        }
+    }
+    Ok(None)
+}
+
+fn table_names(conn: &Connection) -> Result<Vec<String>, rusqlite::Error> {
+    conn.prepare(sql::TABLE_NAMES)?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, rusqlite::Error> {
+    conn.prepare(sql::COLUMN_NAMES)?
+        .query_map(params![table], |r| r.get(0))?
+        .collect()
 }
 
 /// Whether the last gateway marked the file clean ([`Queue::mark_clean`]); false for a new

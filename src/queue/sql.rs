@@ -11,7 +11,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload    BLOB    NOT NULL,
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    clock      INTEGER NOT NULL DEFAULT 0,
+    mono_ms    INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -33,6 +35,34 @@ INSERT OR IGNORE INTO meta (key, value) VALUES
     ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0);
 ";
 
+/// The tables a file must have, with the columns of each that every version of the gateway
+/// reads; a file with tables but not these is another application's (an extra table or
+/// column is a newer gateway's, and is kept).
+pub const OWN_TABLES: [(&str, &[&str]); 2] = [
+    (
+        "outbox",
+        &["id", "topic", "payload", "qos", "retain", "created_ms"],
+    ),
+    ("meta", &["key", "value"]),
+];
+pub const TABLE_NAMES: &str =
+    "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'";
+pub const COLUMN_NAMES: &str = "SELECT name FROM pragma_table_info(?1)";
+/// `outbox.clock`: how `created_ms` was stamped. 0: by a synchronised clock; 1: by a clock
+/// not synchronised (never expired by age; `mono_ms` holds the milliseconds since boot
+/// at the stamp, `crate::reading::mono_ms`); 2: corrected from `mono_ms` when the clock
+/// synchronised. `meta.boot` names the boot of the last open and `meta.boot_first_id` the
+/// first id that boot can have stored: rows from there on are that boot's.
+/// Files from before these columns get both in one transaction, with 0 in every row.
+pub const ADD_CLOCK_COLUMNS: &str = "
+BEGIN IMMEDIATE;
+ALTER TABLE outbox ADD COLUMN clock INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN mono_ms INTEGER;
+COMMIT;
+";
+pub const CLOCK_UNSYNCED: i64 = 1;
+pub const CLOCK_CORRECTED: i64 = 2;
+
 /// The released watermark; 0 in a file no gateway of this version has opened yet.
 macro_rules! released {
     () => {
@@ -48,9 +78,21 @@ macro_rules! row_bytes {
 }
 
 pub const INSERT: &str =
-    "INSERT INTO outbox (id, topic, payload, qos, retain, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    "INSERT INTO outbox (id, topic, payload, qos, retain, created_ms, clock, mono_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// Corrects the stamps of up to `?4` pending rows from `?3` on that a clock not
+/// synchronised stamped: wall time now `?1`, minus the time since boot (`?2` now) that has
+/// passed since the row was stamped. Returns their ids.
+pub const CORRECT_STAMPS: &str = concat!(
+    "UPDATE outbox SET created_ms = ?1 - (?2 - mono_ms), clock = 2 WHERE id IN
+     (SELECT id FROM outbox WHERE id >= ?3 AND id > ",
+    released!(),
+    " AND clock = 1 AND mono_ms IS NOT NULL ORDER BY id LIMIT ?4) RETURNING id"
+);
+/// The clock flag of each row in a range (`queue peek` and `export`).
+pub const CLOCK_RANGE: &str = "SELECT id, clock FROM outbox WHERE id BETWEEN ?1 AND ?2";
 pub const FETCH_RANGE: &str = concat!(
-    "SELECT id, topic, payload, qos, retain, created_ms FROM outbox WHERE id > max(?1, ",
+    "SELECT id, topic, payload, qos, retain, created_ms, clock = 1 FROM outbox WHERE id > max(?1, ",
     released!(),
     ") AND id <= ?3 ORDER BY id LIMIT ?2"
 );
@@ -79,7 +121,7 @@ pub const RECLAIM: &str = concat!(
 );
 pub const EXPIRE: &str = concat!(
     "DELETE FROM outbox WHERE id IN
-     (SELECT id FROM outbox WHERE created_ms < ?1 AND id > ",
+     (SELECT id FROM outbox WHERE created_ms < ?1 AND clock <> 1 AND id > ",
     released!(),
     " ORDER BY id LIMIT 10000) RETURNING id, ",
     row_bytes!()
@@ -95,6 +137,7 @@ pub const OLDEST: &str = concat!(
     " ORDER BY id LIMIT 1"
 );
 pub const META_GET: &str = "SELECT value FROM meta WHERE key = ?1";
+pub const META_PUT: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
 /// Copies what it can of the WAL into the file without waiting; returns (busy, frames in
 /// the WAL, frames copied).
 pub const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";

@@ -44,7 +44,10 @@ impl Ahead {
     /// Adds a row read from the queue. It is due when it has waited `max_delay` since it
     /// was read, or since it was stamped (a reading from a backlog is due at once).
     pub fn push(&mut self, row: Stored, now: Instant, now_ms: i64, max_delay: Duration) {
-        let age = Duration::from_millis(now_ms.saturating_sub(row.created_ms).max(0) as u64);
+        let age = match row.age_unknown {
+            true => Duration::ZERO,
+            false => Duration::from_millis(now_ms.saturating_sub(row.created_ms).max(0) as u64),
+        };
         self.rows.push_back(Some(Waiting {
             due: now + max_delay.saturating_sub(age),
             row,
@@ -141,6 +144,7 @@ mod tests {
             qos: Qos::AtLeastOnce,
             retain: false,
             created_ms,
+            age_unknown: false,
         }
     }
 

@@ -533,7 +533,9 @@ fn outbound(cfg: &MqttConfig, rows: &[Waiting], now_ms: i64) -> (Outbound, Item)
     }
     if v5 {
         out.seq = Some(runs(confirmed.ids()));
-        if let Some(max_age) = cfg.max_age {
+        // A reading stamped before the clock synchronised has no age to count down.
+        let known = rows.iter().all(|w| !w.row.age_unknown);
+        if let Some(max_age) = cfg.max_age.filter(|_| known) {
             // The broker may drop the message once its oldest reading is older than
             // max_age, as the queue itself would.
             let age = Duration::from_millis(now_ms.saturating_sub(first.created_ms).max(0) as u64);

@@ -1,0 +1,295 @@
+//! State that is not the gateway's own, and a clock without a real-time clock behind it,
+//! through the real binary: a foreign SQLite file in place of `queue.db` is moved aside; a
+//! second gateway on the same `state_dir` is refused; readings stamped before the clock
+//! synchronised are not expired when it jumps, and get corrected times (also those of an
+//! earlier run of the same boot); sequence numbers
+//! keep rising after a reset while the clock reads 1970.
+//!
+//! The clock is libfaketime's (`faketime` package, see .ci/run): the gateway's wall clock
+//! reads what a file says (an offset from the real clock), which the test changes to make
+//! the clock jump; its monotonic clock stays real, as on a Pi.
+
+use crate::support::gateway::{base_config, Gateway};
+use crate::support::wait_until;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A config with one synthetic input of `count` readings at `rate` a second, and a broker
+/// URL nobody listens on: every reading stays pending.
+fn config(dir: &Path, rate: f64, count: u64, queue_extra: &str) -> String {
+    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port());
+    base_config(dir, "gw1", &url, "")
+        + &format!(
+            "[queue]\ncommit_every = 50\ncommit_linger = \"50ms\"\n{queue_extra}\n\
+             [[synthetic]]\nname = \"wx\"\nrate = {rate:?}\nfields = [\"temperature\"]\n\
+             topic = \"site/{{gateway}}/{{input}}\"\nqos = 1\ncount = {count}\n"
+        )
+}
+
+fn queue_path(dir: &Path) -> PathBuf {
+    dir.join("state/queue.db")
+}
+
+/// Files in the state directory moved aside by a reset.
+fn moved_aside(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("queue.db.corrupt-")
+                && !name.ends_with("-wal")
+                && !name.ends_with("-shm")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The sequence numbers of the pending messages.
+fn seqs(gw: &Gateway) -> Vec<i64> {
+    gw.export()
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+/// A clock file for libfaketime, and the environment that makes a process read it.
+struct FakeClock {
+    file: PathBuf,
+}
+
+impl FakeClock {
+    /// The clock reads `at` (Unix seconds) now, and runs on from there.
+    fn starting_at(dir: &Path, at: i64) -> FakeClock {
+        let clock = FakeClock {
+            file: dir.join("faketime"),
+        };
+        clock.set(at);
+        clock
+    }
+
+    /// Steps the clock so that it reads `at` (Unix seconds) now.
+    fn set(&self, at: i64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // An offset from the real clock, in seconds ("+0": the real time).
+        let offset = at - now;
+        let text = if offset < 0 {
+            format!("{offset}")
+        } else {
+            format!("+{offset}")
+        };
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+
+    /// The environment for the gateway process.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", libfaketime()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            // The monotonic clock is right on a Pi without a real-time clock.
+            ("DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+    }
+}
+
+/// The path of libfaketime's library (the `faketime` package; see .ci/run).
+fn libfaketime() -> String {
+    let out = std::process::Command::new("dpkg")
+        .args(["-L", "libfaketime"])
+        .output()
+        .expect("dpkg");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with("/libfaketime.so.1"))
+        .expect("libfaketime is installed (apt-get install faketime; see .ci/run)")
+        .to_string()
+}
+
+/// 1970-01-02 00:00:00 UTC: a Pi's clock after a boot without network.
+const BOOT_1970: i64 = 86_400;
+
+fn real_now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_moved_aside_and_a_fresh_queue_starts() {
+    // Another application's file: a `meta` table of its own (the gateway used to exit with
+    // "no such column: value" at every start), and one with no table the gateway knows
+    // (the gateway used to add its tables into it).
+    let foreign = [
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, data BLOB);
+         CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO contacts (name) VALUES ('ada');",
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO contacts (name) VALUES ('ada');",
+    ];
+    for schema in foreign {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("state")).unwrap();
+        rusqlite::Connection::open(queue_path(tmp.path()))
+            .unwrap()
+            .execute_batch(schema)
+            .unwrap();
+        let mut gw = Gateway::new(tmp.path(), &config(tmp.path(), 200.0, 100, ""));
+        gw.start();
+        wait_until("the fresh queue takes every reading", LONG, || {
+            gw.pending() == 100
+        });
+        assert!(gw.is_running(), "{}", gw.log());
+        let log = gw.log();
+        assert!(
+            log.contains("ERROR") && log.contains("moved it aside"),
+            "{log}"
+        );
+        let aside = moved_aside(tmp.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        // The other application's data is kept, untouched.
+        let name: String = rusqlite::Connection::open(&aside[0])
+            .unwrap()
+            .query_row("SELECT name FROM contacts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(name, "ada");
+        let (status, _) = gw.terminate(LONG);
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    }
+}
+
+#[test]
+fn a_second_gateway_on_the_same_state_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = config(tmp.path(), 100.0, 1_000_000, "");
+    let mut first = Gateway::new(tmp.path(), &text);
+    first.start();
+    first.wait_log("Gateway running.", LONG);
+    wait_until("the first gateway commits", LONG, || first.pending() > 0);
+
+    // Same config, hence same state_dir; its own log file.
+    let mut second = Gateway::new(&tmp.path().join("second"), &text);
+    second.start();
+    let status = second.wait_stopped(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second gateway exits with an error: {status:?}\n{}",
+        second.log()
+    );
+    let log = second.log();
+    assert!(
+        log.contains("another sensorgate")
+            && log.contains(&tmp.path().join("state").display().to_string()),
+        "the error names the state directory and the other gateway: {log}"
+    );
+    // The first one runs on and keeps committing; the CLI still reads beside it.
+    let before = first.pending();
+    wait_until("the first gateway commits on", LONG, || {
+        first.pending() > before + 50
+    });
+    assert!(first.is_running());
+    assert!(!first.log().contains("UNIQUE"), "{}", first.log());
+    let (status, _) = first.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+#[test]
+fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_corrected_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
+    let text = config(tmp.path(), 50.0, 100, "max_age = \"1h\"\n")
+        // Housekeeping (expiry) every second.
+        .replace("health_interval = \"0s\"", "health_interval = \"1s\"");
+    let mut gw = Gateway::new(tmp.path(), &text);
+    gw.env = clock.env();
+    gw.start();
+    wait_until("100 readings queued", LONG, || gw.pending() == 100);
+    // A restart before the clock synchronises: the readings of both runs are this boot's.
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    gw.start();
+    wait_until("200 readings queued", LONG, || gw.pending() == 200);
+    let exported = gw.export();
+    for m in &exported {
+        let p: serde_json::Value = serde_json::from_str(m["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(p["_clock"], "unsynced", "{p}");
+        assert!(p["_ts"].as_i64().unwrap() < 2 * BOOT_1970 * 1000, "{p}");
+    }
+
+    // NTP: the clock jumps to the real time.
+    clock.set(real_now_s());
+    wait_until(
+        "the queue corrects the stamps, or expires the readings",
+        LONG,
+        || {
+            let s = gw.stats().unwrap();
+            s["expired"].as_u64() != Some(0) || s["oldest_age_s"].as_f64().unwrap() < 3600.0
+        },
+    );
+    // Stamps are corrected before expiry, in the same round.
+    let s = gw.stats().unwrap();
+    assert_eq!(s["expired"], 0, "{s}");
+    assert_eq!(s["pending"], 200, "{s}");
+    // Corrected from the monotonic clock: the oldest reading is as old as it really is
+    // (seconds), not 56 years.
+    let oldest = s["oldest_age_s"].as_f64().unwrap();
+    assert!(oldest < 120.0, "{s}");
+    for m in gw.export() {
+        let age = m["age_s"].as_f64().unwrap();
+        assert!((0.0..120.0).contains(&age), "{m}");
+        assert_eq!(m["clock"], "corrected", "{m}");
+    }
+    assert!(!gw.log().contains("deleted unsent"), "{}", gw.log());
+    assert!(gw.log().contains("Clock synchronised"), "{}", gw.log());
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+#[test]
+fn sequence_numbers_keep_rising_after_a_reset_while_the_clock_reads_1970() {
+    let tmp = tempfile::tempdir().unwrap();
+    let garbage = vec![0x5a_u8; 16 * 1024];
+    std::fs::create_dir_all(tmp.path().join("state")).unwrap();
+    // 1. A reset with the right clock: numbering restarts high (above wall-clock µs).
+    std::fs::write(queue_path(tmp.path()), &garbage).unwrap();
+    let mut gw = Gateway::new(tmp.path(), &config(tmp.path(), 500.0, 100, ""));
+    gw.start();
+    wait_until("100 readings queued", LONG, || gw.pending() == 100);
+    let old = seqs(&gw);
+    let old_max = *old.iter().max().unwrap();
+    assert!(old_max > 1_000_000_000_000_000, "{old_max}");
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    // 2. The file is lost to garbage, and the next boot has no network: the clock reads
+    // 1970 when the gateway resets the queue.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", queue_path(tmp.path()).display()));
+    }
+    std::fs::write(queue_path(tmp.path()), &garbage).unwrap();
+    let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
+    gw.env = clock.env();
+    gw.start();
+    wait_until("100 readings queued in the fresh queue", LONG, || {
+        gw.pending() == 100
+    });
+    assert_eq!(moved_aside(tmp.path()).len(), 2);
+    let new = seqs(&gw);
+    let new_min = *new.iter().min().unwrap();
+    assert!(
+        new_min > old_max,
+        "numbering went backwards: {new_min} after {old_max}"
+    );
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
