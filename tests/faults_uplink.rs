@@ -371,3 +371,56 @@ fn batches_larger_than_the_client_takes_are_cut_to_fit() {
     );
     assert_eq!(stat(&gw, "dead"), 0);
 }
+
+/// rumqttc records `Outgoing::Publish` before it writes a packet. A broker that stops
+/// reading makes a write time out (FlushTimeout) with that event still recorded; unless the
+/// uplink forgets it, it is handed out after the next CONNACK and matched to the birth
+/// message, and every request after it to the wrong packet id ("Lost track of packet ids"),
+/// where a PUBACK could confirm the wrong row.
+#[test]
+fn an_event_recorded_for_a_write_that_failed_is_not_matched_after_the_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = FakeBroker::start("#");
+    let mut pty = Pty::open();
+    let config = base_config(dir.path(), "gws", &broker.url(), "ack_timeout = \"10m\"\n")
+        + &format!(
+            "[queue]\ncommit_every = 50\ncommit_linger = \"20ms\"\n\n\
+             [[serial]]\nname = \"big\"\ndevice = \"{}\"\nbaud = 9600\nformat = \"raw\"\n\
+             max_line = 1048576\ntopic = \"s/{{gateway}}/{{input}}\"\nqos = 1\n",
+            pty.path.display()
+        );
+    let mut gw = Gateway::new(dir.path(), &config);
+    gw.start();
+    gw.wait_log("Connected to the broker", LONG);
+    broker.stall();
+    // 100 KB lines until the socket buffers are full and a flush times out (2 s).
+    let mut written = 0;
+    let deadline = Instant::now() + LONG;
+    while !gw.log().contains("Connection to the broker lost") {
+        assert!(Instant::now() < deadline, "no flush timed out");
+        pty.line(&format!("{written:06}{}", "x".repeat(100_000)));
+        written += 1;
+        if written % 10 == 0 {
+            wait_until("the gateway reads the lines", LONG, || {
+                stat(&gw, "pending") >= written as u64 - 10
+            });
+        }
+    }
+    broker.drop_connection();
+    let delivered = || {
+        broker
+            .received()
+            .iter()
+            .filter(|r| r.topic == "s/gws/big")
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.payload).ok())
+            .filter_map(|v| v["value"].as_str().map(|s| s[..6].to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    wait_until("every line is delivered after the reconnect", LONG, || {
+        delivered() == written && stat(&gw, "pending") == 0
+    });
+    let log = gw.log();
+    assert!(!log.contains("Lost track of packet ids"), "{log}");
+    assert!(!log.contains("collision"), "{log}");
+}

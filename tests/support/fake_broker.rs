@@ -1,6 +1,7 @@
 //! A scripted MQTT 3.1.1 server for protocol cases a real broker cannot be made to show:
 //! it acknowledges a publish only when the test says so (in any order, or never), and drops
-//! the connection on command. Publishes on `auto_ack` topics are acknowledged at once.
+//! the connection on command, or stops reading it. Publishes on `auto_ack` topics (every
+//! topic for `"#"`) are acknowledged at once.
 //! [`FakeBroker::start_flapping`] accepts every connection and closes it right after its
 //! CONNACK, as a broker that refuses the client after letting it in.
 
@@ -22,6 +23,7 @@ pub struct Received {
 enum Cmd {
     Ack(u16),
     Drop,
+    Stall,
 }
 
 pub struct FakeBroker {
@@ -98,6 +100,14 @@ impl FakeBroker {
         }
     }
 
+    /// Stops reading the current connection (its socket buffers fill up and the client's
+    /// writes block) until [`FakeBroker::drop_connection`].
+    pub fn stall(&self) {
+        if let Some(tx) = &*self.cmds.lock().unwrap() {
+            let _ = tx.send(Cmd::Stall);
+        }
+    }
+
     /// Closes the current connection.
     pub fn drop_connection(&self) {
         if let Some(tx) = &*self.cmds.lock().unwrap() {
@@ -142,9 +152,10 @@ async fn serve(
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let puback = |pkid: u16| vec![0x40, 2, (pkid >> 8) as u8, pkid as u8];
+    let mut stalled = false;
     loop {
         let reply = tokio::select! {
-            p = read_packet(&mut sock) => {
+            p = read_packet(&mut sock), if !stalled => {
                 let Some((header, body)) = p else { return };
                 match header >> 4 {
                     1 => Some(vec![0x20, 2, 0, 0]), // CONNECT -> CONNACK
@@ -160,7 +171,7 @@ async fn serve(
                             0
                         };
                         let payload = String::from_utf8_lossy(&body[at..]).into_owned();
-                        let auto = topic == auto_ack && qos > 0;
+                        let auto = (topic == auto_ack || auto_ack == "#") && qos > 0;
                         received.lock().unwrap().push(Received { conn, pkid, qos, topic, payload });
                         auto.then(|| puback(pkid))
                     }
@@ -171,6 +182,10 @@ async fn serve(
             }
             c = cmds.recv() => match c {
                 Some(Cmd::Ack(pkid)) => Some(puback(pkid)),
+                Some(Cmd::Stall) => {
+                    stalled = true;
+                    None
+                }
                 Some(Cmd::Drop) | None => return,
             }
         };
