@@ -144,8 +144,17 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
 
 fn check(c: ConfigArg) -> anyhow::Result<ExitCode> {
     let config = Config::load(&c.config)?;
-    print!("{}", sensorgate::describe::describe(&config));
+    write_stdout(&sensorgate::describe::describe(&config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout; a full disk or a closed pipe is an error (exit 1), not a panic.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
 }
 
 fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {

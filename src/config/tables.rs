@@ -1,11 +1,13 @@
 //! Validation of `[queue]`, of topic routes, and of serial line formats.
 
 use super::locate::Cx;
-use super::{raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
+use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
 use crate::format::LineFormat;
 use crate::topic::Template;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use toml::Spanned;
 
 impl Cx<'_> {
@@ -16,17 +18,20 @@ impl Cx<'_> {
             Some(s) => {
                 let n =
                     units::parse_size(s.get_ref()).map_err(|m| self.at(s, "queue.max_size", &m))?;
-                if n < 64 * 1024 {
+                if n < *limits::QUEUE_SIZE.start() {
                     return Err(self.at(s, "queue.max_size", "must be at least 64KiB"));
+                }
+                if n > *limits::QUEUE_SIZE.end() {
+                    return Err(self.at(s, "queue.max_size", "must be at most 1TiB"));
                 }
                 n
             }
         };
         let max_age = match &q.max_age {
             None => None,
-            Some(s) => Some(
-                units::parse_duration(s.get_ref()).map_err(|m| self.at(s, "queue.max_age", &m))?,
-            ),
+            Some(_) => {
+                Some(self.duration(&q.max_age, "queue.max_age", Duration::ZERO, limits::MAX_AGE)?)
+            }
         };
         let when_full = match q.when_full.as_ref().map(|s| (s, s.get_ref().as_str())) {
             None | Some((_, "drop_oldest")) => WhenFull::DropOldest,
@@ -70,9 +75,33 @@ impl Cx<'_> {
                 &q.commit_linger,
                 "queue.commit_linger",
                 d.commit_linger,
+                limits::COMMIT_LINGER,
             )?,
             synchronous_full,
         })
+    }
+
+    /// Two inputs cannot read one device (each would get part of its lines): refuses the
+    /// second, naming the first. Paths are compared as written and as resolved (a udev link
+    /// and the tty it points to are one device).
+    pub(super) fn one_reader(
+        &self,
+        seen: &mut Vec<(String, PathBuf, Arc<str>)>,
+        device: &Spanned<String>,
+        name: &Arc<str>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        let path = device.get_ref();
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+        if let Some((first, _, reader)) = seen.iter().find(|(p, r, _)| p == path || *r == real) {
+            return Err(self.at(
+                device,
+                key,
+                &format!("`{path}` is already read by input `{reader}` (device = \"{first}\"); one device, one input"),
+            ));
+        }
+        seen.push((path.clone(), real, name.clone()));
+        Ok(())
     }
 
     pub(super) fn route(
@@ -96,6 +125,36 @@ impl Cx<'_> {
             qos,
             retain,
         })
+    }
+
+    /// Refuses a topic template whose expansion cannot fit an MQTT topic (65,535 bytes), as
+    /// far as the load can know it: literals, gateway id and input name, and the longest
+    /// `{device}` and `{field}` the config names (`device`, `field` bytes). Longer field
+    /// names from sensor data are the mapping's to refuse.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn topic_fits(
+        &self,
+        route: &Route,
+        topic: &Spanned<String>,
+        key: &str,
+        gateway: &str,
+        input: &str,
+        device: usize,
+        field: usize,
+    ) -> Result<(), ConfigError> {
+        let (d, f) = ("d".repeat(device), "f".repeat(field));
+        let len = route
+            .topic
+            .render_device(gateway, input, Some(&d), Some(&f))
+            .len();
+        if len > limits::MQTT_STRING {
+            return Err(self.at(
+                topic,
+                key,
+                &format!("expands to at least {len} bytes; an MQTT topic holds at most 65535"),
+            ));
+        }
+        Ok(())
     }
 
     /// `{device}` has a meaning in BLE topics only.
