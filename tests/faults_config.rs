@@ -460,7 +460,11 @@ fn lines_ended_by_cr_alone_become_readings() {
     );
     let (status, _) = gw.terminate(LONG);
     assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(gw.log().contains("bad_frames=0"), "{}", gw.log());
+    let log = gw.log();
+    assert!(
+        log.contains("readings=7 ") && log.contains("bad_frames=0"),
+        "{log}"
+    );
 }
 
 /// Finding 8b: SIGHUP with a broken config logs an ERROR and keeps the running one; SIGHUP

@@ -19,7 +19,7 @@ pub(crate) use locate::Cx;
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
-use crate::format::LineFormat;
+use crate::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use raw::RawConfig;
 use std::collections::HashSet;
@@ -176,6 +176,7 @@ pub struct SerialConfig {
     pub device: PathBuf,
     pub baud: u32,
     pub format: LineFormat,
+    pub line_ending: LineEnding,
     pub max_line: usize,
     pub reopen_min: Duration,
     pub reopen_max: Duration,
@@ -330,6 +331,7 @@ impl Config {
                 device: PathBuf::from(s.device.get_ref()),
                 baud,
                 format,
+                line_ending: cx.line_ending(&s, i)?,
                 max_line,
                 reopen_min,
                 reopen_max,

@@ -128,6 +128,8 @@ pub struct RawSerial {
     pub delimiter: Option<Spanned<String>>,
     /// regex: a pattern with named captures.
     pub pattern: Option<Spanned<String>>,
+    /// "auto" (default: CR, LF or CRLF), "lf", "cr" or "crlf".
+    pub line_ending: Option<Spanned<String>>,
     /// Longest accepted line in bytes; longer frames are counted and skipped.
     pub max_line: Option<Spanned<i64>>,
     pub reopen_min: Option<Spanned<String>>,

@@ -2,7 +2,7 @@
 
 use super::locate::Cx;
 use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
-use crate::format::LineFormat;
+use crate::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -168,6 +168,29 @@ impl Cx<'_> {
             return Err(self.at(topic, key, "{device} belongs to [[ble]] inputs only"));
         }
         Ok(())
+    }
+
+    pub(super) fn line_ending(
+        &self,
+        s: &raw::RawSerial,
+        i: usize,
+    ) -> Result<LineEnding, ConfigError> {
+        let Some(e) = &s.line_ending else {
+            return Ok(LineEnding::Auto);
+        };
+        Ok(match e.get_ref().as_str() {
+            "auto" => LineEnding::Auto,
+            "lf" => LineEnding::Lf,
+            "cr" => LineEnding::Cr,
+            "crlf" => LineEnding::CrLf,
+            other => {
+                return Err(self.at(
+                    e,
+                    &format!("serial[{i}].line_ending"),
+                    &format!("`{other}`: expected \"auto\", \"lf\", \"cr\" or \"crlf\""),
+                ))
+            }
+        })
     }
 
     pub(super) fn line_format(
