@@ -529,7 +529,8 @@ fn signal_pid(pid: u32, sig: Signal) {
 }
 
 /// A TCP server that plays a broker without MQTT 5: it reads the CONNECT and answers with
-/// `reply` (nothing at all when empty), then holds the socket until the peer closes it.
+/// `reply`, then closes the connection (as aedes does); with an empty `reply` it answers
+/// nothing and holds the socket open (as amqtt does).
 struct Scripted {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -552,10 +553,11 @@ impl Scripted {
                         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                         let mut buf = [0u8; 1024];
                         let _ = sock.read(&mut buf);
-                        if !reply.is_empty() {
+                        if reply.is_empty() {
+                            held.push(sock);
+                        } else {
                             let _ = sock.write_all(reply);
                         }
-                        held.push(sock);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
