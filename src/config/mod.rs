@@ -353,7 +353,7 @@ impl Config {
                 return Err(cx.at(
                     &s.rate,
                     &key("rate"),
-                    &format!("readings per second: more than 0, at least {lo}, at most {hi}"),
+                    &format!("readings per second: more than 0 (at least {lo}) and at most {hi}"),
                 ));
             }
             if s.fields.get_ref().is_empty() {
