@@ -614,3 +614,40 @@ fn a_broker_without_mqtt5_is_named_in_the_log() {
         drop(server);
     }
 }
+
+/// A reload under systemd: RELOADING=1 (with MONOTONIC_USEC), then READY=1 once the
+/// components run again; never STOPPING=1, which would tell systemd the service is going.
+#[test]
+fn a_reload_tells_systemd_reloading_then_ready() {
+    use crate::notify::{count, listen};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify.sock");
+    let got = listen(&socket);
+    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port()); // no broker
+    let cfg = |rate: &str| {
+        base_config(dir.path(), "gwrl", &url, "")
+            + &format!(
+                "[[synthetic]]\nname = \"s\"\nrate = {rate}\nfields = [\"t\"]\ntopic = \"x\"\n"
+            )
+    };
+    let mut gw = Gateway::new(dir.path(), &cfg("5.0"));
+    gw.start_with_env(&[("NOTIFY_SOCKET", socket.to_str().unwrap())]);
+    wait_until("READY=1", LONG, || count(&got, "READY=1") == 1);
+    std::fs::write(&gw.config, cfg("6.0")).unwrap();
+    signal_pid(gw.pid(), Signal::SIGHUP);
+    wait_until("READY=1 after the reload", LONG, || {
+        count(&got, "READY=1") == 2
+    });
+    let all = got.lock().unwrap().clone();
+    let reloading = all
+        .iter()
+        .position(|d| d.contains("RELOADING=1"))
+        .expect("RELOADING=1");
+    assert!(all[reloading].contains("MONOTONIC_USEC="), "{all:?}");
+    assert_eq!(count(&got, "STOPPING=1"), 0, "{all:?}");
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.expect("exits").success());
+    wait_until("STOPPING=1 on SIGTERM", LONG, || {
+        count(&got, "STOPPING=1") == 1
+    });
+}
