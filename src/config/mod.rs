@@ -285,57 +285,8 @@ impl Config {
                 0,
                 field.unwrap_or(0),
             )?;
-            let max_line = match &s.max_line {
-                None => 4096,
-                Some(v) if (16..=1 << 20).contains(v.get_ref()) => *v.get_ref() as usize,
-                Some(v) => {
-                    return Err(cx.at(v, &key("max_line"), "must be between 16 and 1048576 bytes"))
-                }
-            };
-            if s.device.get_ref().is_empty() {
-                return Err(cx.at(
-                    &s.device,
-                    &key("device"),
-                    "must name a device such as /dev/ttyUSB0",
-                ));
-            }
+            let serial = cx.serial(&s, i, format)?;
             cx.one_reader(&mut devices, &s.device, &name, &key("device"))?;
-            let baud = match &s.baud {
-                None => 9600,
-                Some(b) if limits::BAUD.contains(b.get_ref()) => *b.get_ref() as u32,
-                Some(b) => {
-                    let (lo, hi) = (limits::BAUD.start(), limits::BAUD.end());
-                    return Err(cx.at(b, &key("baud"), &format!("must be between {lo} and {hi}")));
-                }
-            };
-            let reopen_min = cx.duration(
-                &s.reopen_min,
-                &key("reopen_min"),
-                Duration::from_millis(500),
-                limits::REOPEN_MIN,
-            )?;
-            let reopen_max = cx.duration(
-                &s.reopen_max,
-                &key("reopen_max"),
-                Duration::from_secs(30).max(reopen_min),
-                limits::REOPEN_MAX,
-            )?;
-            if reopen_max < reopen_min {
-                let at = s
-                    .reopen_max
-                    .as_ref()
-                    .expect("the default is at least reopen_min");
-                return Err(cx.at(at, &key("reopen_max"), "must be at least reopen_min"));
-            }
-            let serial = SerialConfig {
-                device: PathBuf::from(s.device.get_ref()),
-                baud,
-                format,
-                line_ending: cx.line_ending(&s, i)?,
-                max_line,
-                reopen_min,
-                reopen_max,
-            };
             inputs.push(InputConfig {
                 name,
                 route,

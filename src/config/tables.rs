@@ -1,7 +1,8 @@
-//! Validation of `[queue]`, of topic routes, and of serial line formats.
+//! Validation of `[queue]`, of topic routes (and whether they fit an MQTT topic), and of
+//! serial inputs: port settings, line endings and formats, one input per device.
 
 use super::locate::Cx;
-use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
+use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, SerialConfig, WhenFull};
 use crate::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use std::ops::Range;
@@ -170,11 +171,67 @@ impl Cx<'_> {
         Ok(())
     }
 
-    pub(super) fn line_ending(
+    /// The port and line settings of `[[serial]]` number `i`, read with `format`.
+    pub(super) fn serial(
         &self,
         s: &raw::RawSerial,
         i: usize,
-    ) -> Result<LineEnding, ConfigError> {
+        format: LineFormat,
+    ) -> Result<SerialConfig, ConfigError> {
+        let key = |k: &str| format!("serial[{i}].{k}");
+        let max_line = match &s.max_line {
+            None => 4096,
+            Some(v) if (16..=1 << 20).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.at(v, &key("max_line"), "must be between 16 and 1048576 bytes"))
+            }
+        };
+        if s.device.get_ref().is_empty() {
+            return Err(self.at(
+                &s.device,
+                &key("device"),
+                "must name a device such as /dev/ttyUSB0",
+            ));
+        }
+        let baud = match &s.baud {
+            None => 9600,
+            Some(b) if limits::BAUD.contains(b.get_ref()) => *b.get_ref() as u32,
+            Some(b) => {
+                let (lo, hi) = (limits::BAUD.start(), limits::BAUD.end());
+                return Err(self.at(b, &key("baud"), &format!("must be between {lo} and {hi}")));
+            }
+        };
+        let reopen_min = self.duration(
+            &s.reopen_min,
+            &key("reopen_min"),
+            Duration::from_millis(500),
+            limits::REOPEN_MIN,
+        )?;
+        let reopen_max = self.duration(
+            &s.reopen_max,
+            &key("reopen_max"),
+            Duration::from_secs(30).max(reopen_min),
+            limits::REOPEN_MAX,
+        )?;
+        if reopen_max < reopen_min {
+            let at = s
+                .reopen_max
+                .as_ref()
+                .expect("the default is at least reopen_min");
+            return Err(self.at(at, &key("reopen_max"), "must be at least reopen_min"));
+        }
+        Ok(SerialConfig {
+            device: PathBuf::from(s.device.get_ref()),
+            baud,
+            format,
+            line_ending: self.line_ending(s, i)?,
+            max_line,
+            reopen_min,
+            reopen_max,
+        })
+    }
+
+    fn line_ending(&self, s: &raw::RawSerial, i: usize) -> Result<LineEnding, ConfigError> {
         let Some(e) = &s.line_ending else {
             return Ok(LineEnding::Auto);
         };
