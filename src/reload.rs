@@ -161,6 +161,7 @@ pub async fn listen(
             }
         }
     }
+    crate::service::stop_requested();
     shutdown.cancel();
 }
 

@@ -43,6 +43,12 @@ pub fn stopping() {
     }
 }
 
+/// SIGTERM or SIGINT: the stop that follows is the service's, even in the middle of a
+/// reload.
+pub fn stop_requested() {
+    RELOADING.store(false, Relaxed);
+}
+
 /// A reload begins (RELOADING=1 with the monotonic time systemd asks for); the next
 /// [`stopping`] is part of it, and [`ready`] ends it.
 pub fn reloading() {

@@ -126,7 +126,7 @@ fn min_config(dir: &Path, url: &str) -> String {
     format!(
         "[gateway]\nid = \"g\"\nstate_dir = \"{}\"\nhealth_interval = \"1s\"\n\n\
          [mqtt]\nurl = \"{url}\"\nkeep_alive = \"1s\"\nconnect_timeout = \"1s\"\n\
-         backoff_min = \"10ms\"\nbackoff_max = \"10ms\"\nack_timeout = \"1s\"\ninflight = 1\n\
+         backoff_min = \"10ms\"\nbackoff_max = \"1s\"\nack_timeout = \"1s\"\ninflight = 1\n\
          replay_rate = 0.01\n\
          [mqtt.batch]\nmax_readings = 1\nmax_delay = \"0s\"\n\n\
          [queue]\nmax_size = \"64KiB\"\nmax_age = \"1s\"\ncommit_every = 1\ncommit_linger = \"0s\"\n\n\

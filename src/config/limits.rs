@@ -24,8 +24,9 @@ pub const HEALTH_INTERVAL: RangeInclusive<Duration> = s(1)..=s(7 * DAY);
 pub const KEEP_ALIVE: RangeInclusive<Duration> = s(1)..=s(65_535);
 /// `mqtt.connect_timeout`: TCP, TLS and CONNACK.
 pub const CONNECT_TIMEOUT: RangeInclusive<Duration> = s(1)..=s(HOUR);
-/// `mqtt.backoff_max` (and at least `backoff_min`).
-pub const BACKOFF_MAX: RangeInclusive<Duration> = ms(10)..=s(DAY);
+/// `mqtt.backoff_max` (and at least `backoff_min`): below a second, a broker that refuses
+/// the gateway would be hammered with connections.
+pub const BACKOFF_MAX: RangeInclusive<Duration> = s(1)..=s(DAY);
 /// `mqtt.backoff_min`.
 pub const BACKOFF_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
 /// `mqtt.ack_timeout`: below a second, a PUBACK's round trip alone forces reconnects.
@@ -45,7 +46,7 @@ pub const COMMIT_LINGER: RangeInclusive<Duration> = s(0)..=s(MINUTE);
 /// `serial.baud`.
 pub const BAUD: RangeInclusive<i64> = 50..=12_000_000;
 /// `serial.reopen_max` (and at least `reopen_min`).
-pub const REOPEN_MAX: RangeInclusive<Duration> = ms(10)..=s(DAY);
+pub const REOPEN_MAX: RangeInclusive<Duration> = ms(100)..=s(DAY);
 /// `serial.reopen_min`.
 pub const REOPEN_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
 /// `synthetic.rate`, readings per second.
@@ -55,7 +56,7 @@ pub const BLE_MIN_INTERVAL: RangeInclusive<Duration> = s(0)..=s(DAY);
 /// `ble.scan_stall`.
 pub const SCAN_STALL: RangeInclusive<Duration> = ms(500)..=s(DAY);
 /// `ble.retry_max` (and at least `retry_min`).
-pub const BLE_RETRY_MAX: RangeInclusive<Duration> = ms(10)..=s(DAY);
+pub const BLE_RETRY_MAX: RangeInclusive<Duration> = ms(100)..=s(DAY);
 /// `ble.retry_min`.
 pub const BLE_RETRY_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
 /// `ble.gatt.every` (mode "read").
