@@ -115,9 +115,25 @@ fn max_config(dir: &Path, url: &str, persistent: bool) -> String {
          [mqtt.batch]\nmax_readings = 10000\nmax_delay = \"1d\"\n\n\
          [queue]\nmax_size = \"1TiB\"\nmax_age = \"3650d\"\ncommit_every = 100000\ncommit_linger = \"1m\"\n\n\
          [[synthetic]]\nname = \"{}\"\nrate = 1000000\nfields = [\"x\"]\ntopic = \"edge/{{gateway}}/{{input}}\"\ncount = 20\n\n\
-         [[synthetic]]\nname = \"slow\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\n",
+         [[synthetic]]\nname = \"slow\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\n{}",
         dir.join("state").display(),
         "i".repeat(128),
+        ble("1d", "1d", "1h", "1d"),
+    )
+}
+
+/// A `[[ble]]` input with these durations (none without the feature). Without BlueZ it
+/// retries, which is what the edges are about.
+fn ble(min_interval: &str, scan_stall: &str, retry_min: &str, retry_max: &str) -> String {
+    if !cfg!(feature = "ble") {
+        return String::new();
+    }
+    format!(
+        "\n[[ble]]\nname = \"b\"\ntopic = \"edge/{{device}}\"\nmin_interval = \"{min_interval}\"\n\
+         scan_stall = \"{scan_stall}\"\nretry_min = \"{retry_min}\"\nretry_max = \"{retry_max}\"\n\
+         [[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\n\
+         [[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\n\
+         mode = \"read\"\nevery = \"{scan_stall}\"\ndecode = {{ type = \"i16le\", field = \"t\" }}\n"
     )
 }
 
@@ -130,8 +146,9 @@ fn min_config(dir: &Path, url: &str) -> String {
          replay_rate = 0.01\n\
          [mqtt.batch]\nmax_readings = 1\nmax_delay = \"0s\"\n\n\
          [queue]\nmax_size = \"64KiB\"\nmax_age = \"1s\"\ncommit_every = 1\ncommit_linger = \"0s\"\n\n\
-         [[synthetic]]\nname = \"s\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\ncount = 1\n",
-        dir.join("state").display()
+         [[synthetic]]\nname = \"s\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\ncount = 1\n{}",
+        dir.join("state").display(),
+        ble("0s", "500ms", "10ms", "100ms"),
     )
 }
 
