@@ -142,6 +142,9 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
             // Stop everything in the usual order, then start again with the new config.
             round.cancel();
             run.await?;
+            if shutdown.is_cancelled() {
+                return Ok(()); // SIGTERM during the reload
+            }
             if let Some(next) = next {
                 config = next;
             }
