@@ -80,7 +80,12 @@ pub fn describe(c: &Config) -> String {
                     LineFormat::Regex(re) => format!("regex {}", re.as_str()),
                     f => f.name().to_string(),
                 };
-                format!("serial {} at {} baud, {fmt}", sc.device.display(), sc.baud)
+                format!(
+                    "serial {} at {} baud, {fmt}, line ending {}",
+                    sc.device.display(),
+                    sc.baud,
+                    sc.line_ending.name()
+                )
             }
             InputKind::Ble(b) => format!(
                 "ble on {}, {} listed devices{}, {} GATT, min interval {:?}",

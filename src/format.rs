@@ -28,6 +28,32 @@ pub enum LineFormat {
     Raw,
 }
 
+/// What ends a line of a serial input (`line_ending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineEnding {
+    /// CR, LF or CRLF each end a line; a CRLF counts once (the default: many older
+    /// instruments end their lines with CR alone).
+    #[default]
+    Auto,
+    /// LF only; a CR just before it is dropped.
+    Lf,
+    /// CR only; an LF just after it is dropped.
+    Cr,
+    /// CR followed by LF only; a CR or LF alone is part of the line.
+    CrLf,
+}
+
+impl LineEnding {
+    pub fn name(self) -> &'static str {
+        match self {
+            LineEnding::Auto => "auto",
+            LineEnding::Lf => "lf",
+            LineEnding::Cr => "cr",
+            LineEnding::CrLf => "crlf",
+        }
+    }
+}
+
 /// Why a frame was skipped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]

@@ -13,6 +13,7 @@
 //! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits.
 //! - [`uplink`]: the rumqttc client; publishes the oldest rows, deletes a row on its PUBACK.
 //! - [`gateway`]: wires the parts together and runs them until shutdown.
+//! - [`reload`]: signals; SIGHUP reloads the config (the components restart in-process).
 //! - [`service`]: systemd notify (READY, STATUS, WATCHDOG while healthy, STOPPING);
 //!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod reading;
+pub mod reload;
 pub mod service;
 pub mod topic;
 pub mod trips;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sensorgate::config::{Config, LoadError, DEFAULT_PATH};
 use sensorgate::queue;
 use sensorgate::reading::Stamp;
+use sensorgate::service::ready;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway until SIGTERM or SIGINT.
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads the config.
     Run(ConfigArg),
     /// Validate the config and print the inputs and topic rules it resolves to.
     Check(ConfigArg),
@@ -159,31 +160,50 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::error!("Cannot install signal handlers.");
-                return;
+        // SIGHUP hands a new, valid config over this channel (see reload.rs).
+        let (reload_tx, mut reload_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(sensorgate::reload::listen(
+            c.config.clone(),
+            config.clone(),
+            shutdown.clone(),
+            reload_tx,
+        ));
+        let mut config = config;
+        loop {
+            let round = shutdown.child_token();
+            let run = sensorgate::gateway::run(config.clone(), round.clone(), ready);
+            tokio::pin!(run);
+            let next = tokio::select! {
+                r = &mut run => return r,
+                Ok(()) = reload_rx.changed() => reload_rx.borrow_and_update().clone(),
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping."),
-                _ = int.recv() => tracing::info!("SIGINT: stopping."),
+            // Stop everything in the usual order, then start again with the new config.
+            round.cancel();
+            run.await?;
+            if shutdown.is_cancelled() {
+                return Ok(()); // SIGTERM during the reload
             }
-            signals.cancel();
-        });
-        sensorgate::gateway::run(config, shutdown, sensorgate::service::ready).await
+            if let Some(next) = next {
+                config = next;
+            }
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn check(c: ConfigArg) -> anyhow::Result<ExitCode> {
     let config = Config::load(&c.config)?;
-    print!("{}", sensorgate::describe::describe(&config));
+    write_stdout(&sensorgate::describe::describe(&config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout; a full disk or a closed pipe is an error (exit 1), not a panic.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
 }
 
 fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {

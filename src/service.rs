@@ -6,7 +6,8 @@
 //!   no queue operation has been stuck for more than half the watchdog period, and the MQTT
 //!   poller has run within its own deadline. A wedged pipeline or uplink stops the pings and
 //!   systemd restarts the service; a blocked runtime stops them by itself;
-//! - `STOPPING=1` when shutdown begins.
+//! - `STOPPING=1` when shutdown begins; on a reload (SIGHUP) `RELOADING=1` instead, and
+//!   `READY=1` again once the components run with the new config.
 //!
 //! Outside systemd (`$NOTIFY_SOCKET` unset) every call is a no-op.
 
@@ -27,12 +28,35 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
+/// A reload is under way: the components stop to start again, not the service.
+static RELOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn ready() {
+    RELOADING.store(false, Relaxed);
     notify(&[NotifyState::Ready]);
 }
 
+/// The gateway's components stop now; STOPPING=1, unless they stop for a reload.
 pub fn stopping() {
-    notify(&[NotifyState::Stopping]);
+    if !RELOADING.load(Relaxed) {
+        notify(&[NotifyState::Stopping]);
+    }
+}
+
+/// SIGTERM or SIGINT: the stop that follows is the service's, even in the middle of a
+/// reload.
+pub fn stop_requested() {
+    RELOADING.store(false, Relaxed);
+}
+
+/// A reload begins (RELOADING=1 with the monotonic time systemd asks for); the next
+/// [`stopping`] is part of it, and [`ready`] ends it.
+pub fn reloading() {
+    RELOADING.store(true, Relaxed);
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
 }
 
 /// Milliseconds on a monotonic clock shared by the whole process.

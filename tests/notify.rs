@@ -11,7 +11,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(30);
 
 /// Every datagram received, in order.
-fn listen(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn listen(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
     let sock = UnixDatagram::bind(path).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
@@ -26,7 +26,7 @@ fn listen(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
     got
 }
 
-fn count(got: &Mutex<Vec<String>>, what: &str) -> usize {
+pub(crate) fn count(got: &Mutex<Vec<String>>, what: &str) -> usize {
     got.lock()
         .unwrap()
         .iter()

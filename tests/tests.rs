@@ -9,6 +9,7 @@ mod ble_decode;
 mod cli;
 mod config_errors;
 mod durability;
+mod faults_config;
 mod faults_state;
 mod faults_uplink;
 mod journal;

@@ -4,7 +4,7 @@
 //! key (`ble[0].device[1].bindkey`); an address, a bindkey, a UUID or a GATT value type that
 //! does not parse never reaches the running input.
 
-use super::{ConfigError, Cx, Route};
+use super::{limits, ConfigError, Cx, Route};
 use crate::ble::values::{parse_address, parse_hex, parse_uuid, GattDecode, NumKind};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -130,6 +130,7 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
             None => None,
             Some(a) => {
                 let s = a.get_ref();
+                cx.bytes_at_most(a, &key("alias"), limits::NAME_BYTES)?;
                 if s.is_empty() || s.contains(['/', '+', '#']) || s.chars().any(char::is_control) {
                     return Err(cx.at(
                         a,
@@ -177,10 +178,12 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
                 return Err(cx.at(e, &key("every"), "belongs to mode \"read\" only"))
             }
             ("read", Some(e)) => {
-                let every = cx.duration(&Some(e.clone()), &key("every"), Duration::ZERO)?;
-                if every < Duration::from_millis(100) {
-                    return Err(cx.at(e, &key("every"), "must be at least 100ms"));
-                }
+                let every = cx.duration(
+                    &Some(e.clone()),
+                    &key("every"),
+                    Duration::ZERO,
+                    limits::GATT_EVERY,
+                )?;
                 GattMode::Read { every }
             }
             ("read", None) => {
@@ -240,22 +243,31 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
             "lists no [[ble.device]] or [[ble.gatt]] and allow_unknown is false: it would publish nothing",
         ));
     }
-    let retry_min = cx.duration(&b.retry_min, &key("retry_min"), Duration::from_secs(1))?;
-    let retry_max = cx.duration(&b.retry_max, &key("retry_max"), Duration::from_secs(60))?;
-    if retry_min.is_zero() || retry_min > retry_max {
-        let at = b.retry_min.as_ref().or(b.retry_max.as_ref());
-        let at = at.map_or(b.name.span(), |s| s.span());
-        return Err(cx.error(
-            at,
-            &key("retry_min"),
-            "must be more than 0 and at most retry_max",
-        ));
+    let retry_min = cx.duration(
+        &b.retry_min,
+        &key("retry_min"),
+        Duration::from_secs(1),
+        limits::BLE_RETRY_MIN,
+    )?;
+    let retry_max = cx.duration(
+        &b.retry_max,
+        &key("retry_max"),
+        Duration::from_secs(60).max(retry_min),
+        limits::BLE_RETRY_MAX,
+    )?;
+    if retry_min > retry_max {
+        let at = b
+            .retry_max
+            .as_ref()
+            .expect("the default is at least retry_min");
+        return Err(cx.at(at, &key("retry_max"), "must be at least retry_min"));
     }
-    let scan_stall = cx.duration(&b.scan_stall, &key("scan_stall"), Duration::from_secs(300))?;
-    if scan_stall < Duration::from_millis(500) {
-        let s = b.scan_stall.as_ref().expect("the default is long enough");
-        return Err(cx.at(s, &key("scan_stall"), "must be at least 500ms"));
-    }
+    let scan_stall = cx.duration(
+        &b.scan_stall,
+        &key("scan_stall"),
+        Duration::from_secs(300),
+        limits::SCAN_STALL,
+    )?;
     Ok((
         route,
         BleConfig {
@@ -264,6 +276,7 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
                 &b.min_interval,
                 &key("min_interval"),
                 Duration::from_secs(60),
+                limits::BLE_MIN_INTERVAL,
             )?,
             allow_unknown,
             scan_stall,

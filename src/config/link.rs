@@ -4,8 +4,8 @@
 //! A profile only supplies defaults: every key set in the file wins over it.
 
 use super::locate::Cx;
-use super::raw;
 use super::ConfigError;
+use super::{limits, raw};
 use std::time::Duration;
 
 /// `mqtt.profile`: defaults that fit a kind of link.
@@ -206,11 +206,8 @@ impl Cx<'_> {
             &m.flush_every,
             "mqtt.flush_every",
             Duration::from_secs(15 * 60),
+            limits::FLUSH_EVERY,
         )?;
-        if flush_every < Duration::from_secs(1) {
-            let v = m.flush_every.as_ref().expect("the default is in range");
-            return Err(self.at(v, "mqtt.flush_every", "must be at least 1s"));
-        }
         Ok(Connection::OnDemand { flush_every })
     }
 
@@ -241,7 +238,12 @@ impl Cx<'_> {
         if max_readings == 0 {
             return Ok(None);
         }
-        let max_delay = self.duration(&b.max_delay, "mqtt.batch.max_delay", base.max_delay)?;
+        let max_delay = self.duration(
+            &b.max_delay,
+            "mqtt.batch.max_delay",
+            base.max_delay,
+            limits::BATCH_DELAY,
+        )?;
         let encoding = match &b.encoding {
             None => base.encoding,
             Some(e) => match e.get_ref().as_str() {
@@ -284,11 +286,11 @@ impl Cx<'_> {
         match &m.replay_rate {
             None => Ok(None),
             Some(v) if *v.get_ref() == 0.0 => Ok(None),
-            Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.01 => Ok(Some(*v.get_ref())),
+            Some(v) if limits::REPLAY_RATE.contains(v.get_ref()) => Ok(Some(*v.get_ref())),
             Some(v) => Err(self.at(
                 v,
                 "mqtt.replay_rate",
-                "messages per second: 0 (no limit) or at least 0.01",
+                "messages per second: 0 (no limit) or at least 0.01, at most 1000000",
             )),
         }
     }

@@ -2,7 +2,7 @@
 //! error becomes `file:line:column: key: message`.
 
 use super::{units, ConfigError};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
@@ -75,15 +75,39 @@ impl Cx<'_> {
         }
     }
 
+    /// A duration within `range` (both ends included), or `default` when the key is absent.
+    /// Every duration in the config has a range: no value can overflow the clock arithmetic
+    /// (`Instant + d`) or make a loop spin.
     pub(super) fn duration(
         &self,
         v: &Option<Spanned<String>>,
         key: &str,
         default: Duration,
+        range: RangeInclusive<Duration>,
     ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
-            Some(s) => units::parse_duration(s.get_ref()).map_err(|m| self.at(s, key, &m)),
+            Some(s) => {
+                let d = units::parse_duration(s.get_ref()).map_err(|m| self.at(s, key, &m))?;
+                if !range.contains(&d) {
+                    return Err(self.at(s, key, &units::out_of_range(s.get_ref(), &range)));
+                }
+                Ok(d)
+            }
         }
+    }
+
+    /// A string of at most `max` bytes (MQTT strings, names that end up in topics).
+    pub(super) fn bytes_at_most(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+        max: usize,
+    ) -> Result<(), ConfigError> {
+        let len = v.get_ref().len();
+        if len > max {
+            return Err(self.at(v, key, &format!("is {len} bytes long; at most {max}")));
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! line and the key; nothing later can fail because of a config value.
 
 pub mod ble;
+pub mod limits;
 pub mod link;
 mod locate;
 mod mqtt;
@@ -18,7 +19,7 @@ pub(crate) use locate::Cx;
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
-use crate::format::LineFormat;
+use crate::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use raw::RawConfig;
 use std::collections::HashSet;
@@ -178,6 +179,7 @@ pub struct SerialConfig {
     pub device: PathBuf,
     pub baud: u32,
     pub format: LineFormat,
+    pub line_ending: LineEnding,
     pub max_line: usize,
     pub reopen_min: Duration,
     pub reopen_max: Duration,
@@ -211,6 +213,7 @@ impl Config {
 
     fn from_raw(cx: &Cx, raw: RawConfig) -> Result<Config, ConfigError> {
         let id = raw.gateway.id.get_ref();
+        cx.bytes_at_most(&raw.gateway.id, "gateway.id", limits::NAME_BYTES)?;
         if id.is_empty() || id.contains(['/', '+', '#']) || id.chars().any(char::is_control) {
             return Err(cx.at(
                 &raw.gateway.id,
@@ -226,11 +229,21 @@ impl Config {
                 "must not be empty",
             ));
         }
-        let health_interval = cx.duration(
-            &raw.gateway.health_interval,
-            "gateway.health_interval",
-            Duration::from_secs(300),
-        )?;
+        // "0s" turns the health topic off; anything else is within its range.
+        let off = raw
+            .gateway
+            .health_interval
+            .as_ref()
+            .is_some_and(|v| units::parse_duration(v.get_ref()) == Ok(Duration::ZERO));
+        let health_interval = match off {
+            true => Duration::ZERO,
+            false => cx.duration(
+                &raw.gateway.health_interval,
+                "gateway.health_interval",
+                Duration::from_secs(300),
+                limits::HEALTH_INTERVAL,
+            )?,
+        };
         let gateway = GatewayConfig {
             id: id.clone(),
             state_dir,
@@ -242,8 +255,10 @@ impl Config {
 
         let mut inputs = Vec::new();
         let mut names = HashSet::new();
+        let mut devices = Vec::new();
         let mut check_name = |name: &Spanned<String>, key: &str| -> Result<Arc<str>, ConfigError> {
             let n = name.get_ref();
+            cx.bytes_at_most(name, key, limits::NAME_BYTES)?;
             if n.is_empty() || n.contains(['/', '+', '#']) || n.chars().any(char::is_control) {
                 return Err(cx.at(name, key, "an input name must be non-empty and hold no `/`, `+`, `#` or control characters"));
             }
@@ -258,36 +273,23 @@ impl Config {
             let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
             cx.no_device(&route, &s.topic, &key("topic"))?;
             let format = cx.line_format(&s, i)?;
-            let max_line = match &s.max_line {
-                None => 4096,
-                Some(v) if (16..=1 << 20).contains(v.get_ref()) => *v.get_ref() as usize,
-                Some(v) => {
-                    return Err(cx.at(v, &key("max_line"), "must be between 16 and 1048576 bytes"))
-                }
+            let field = match &format {
+                LineFormat::Csv { columns, .. } => columns.iter().map(|c| c.len()).max(),
+                LineFormat::Regex(re) => re.capture_names().flatten().map(str::len).max(),
+                _ => None,
             };
-            if s.device.get_ref().is_empty() {
-                return Err(cx.at(
-                    &s.device,
-                    &key("device"),
-                    "must name a device such as /dev/ttyUSB0",
-                ));
-            }
-            let serial = SerialConfig {
-                device: PathBuf::from(s.device.get_ref()),
-                baud: s.baud,
-                format,
-                max_line,
-                reopen_min: cx.duration(
-                    &s.reopen_min,
-                    &key("reopen_min"),
-                    Duration::from_millis(500),
-                )?,
-                reopen_max: cx.duration(
-                    &s.reopen_max,
-                    &key("reopen_max"),
-                    Duration::from_secs(30),
-                )?,
-            };
+            let (gw, topic) = (&gateway.id, &s.topic);
+            cx.topic_fits(
+                &route,
+                topic,
+                &key("topic"),
+                gw,
+                &name,
+                0,
+                field.unwrap_or(0),
+            )?;
+            let serial = cx.serial(&s, i, format)?;
+            cx.one_reader(&mut devices, &s.device, &name, &key("device"))?;
             inputs.push(InputConfig {
                 name,
                 route,
@@ -300,16 +302,26 @@ impl Config {
             let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
             cx.no_device(&route, &s.topic, &key("topic"))?;
             let rate = *s.rate.get_ref();
-            if !(rate > 0.0 && rate <= 1_000_000.0) {
+            if !limits::SYNTHETIC_RATE.contains(&rate) {
+                let (lo, hi) = (limits::SYNTHETIC_RATE.start(), limits::SYNTHETIC_RATE.end());
                 return Err(cx.at(
                     &s.rate,
                     &key("rate"),
-                    "readings per second: more than 0, at most 1000000",
+                    &format!("readings per second: more than 0 (at least {lo}) and at most {hi}"),
                 ));
             }
             if s.fields.get_ref().is_empty() {
                 return Err(cx.at(&s.fields, &key("fields"), "name at least one field"));
             }
+            let field = s
+                .fields
+                .get_ref()
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0);
+            let (gw, topic) = (&gateway.id, &s.topic);
+            cx.topic_fits(&route, topic, &key("topic"), gw, &name, 0, field)?;
             let count = match &s.count {
                 None => None,
                 Some(c) if *c.get_ref() > 0 => Some(*c.get_ref() as u64),
@@ -334,6 +346,21 @@ impl Config {
         for (i, b) in raw.ble.iter().enumerate() {
             let name = check_name(&b.name, &format!("ble[{i}].name"))?;
             let (route, ble) = ble::validate(cx, i, b)?;
+            // A device without an alias is named by its address (17 characters).
+            let device = ble
+                .devices
+                .iter()
+                .filter_map(|d| d.alias.as_ref())
+                .map(|a| a.len());
+            let field = ble
+                .gatt
+                .iter()
+                .map(|g| g.decode.field.len())
+                .max()
+                .unwrap_or(0);
+            let (gw, topic) = (&gateway.id, &b.topic);
+            let (key, device) = (format!("ble[{i}].topic"), device.max().unwrap_or(0).max(17));
+            cx.topic_fits(&route, topic, &key, gw, &name, device, field)?;
             inputs.push(InputConfig {
                 name,
                 route,

@@ -2,7 +2,7 @@
 //! topic, and TLS (read and checked here, so a bad file is an error at its line).
 
 use super::locate::Cx;
-use super::{raw, ConfigError, MqttConfig};
+use super::{limits, raw, ConfigError, MqttConfig};
 use crate::topic::Template;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,42 +16,48 @@ impl Cx<'_> {
         let tls = self.tls(&m, tls)?;
         let profile = self.profile(&m)?;
         let d = profile.defaults();
-        let keep_alive = self.duration(&m.keep_alive, "mqtt.keep_alive", d.keep_alive)?;
-        if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
-            let v = m.keep_alive.as_ref().expect("the default is in range");
-            return Err(self.at(
-                v,
-                "mqtt.keep_alive",
-                "must be between 1s and 65535s (MQTT's limit)",
-            ));
+        let keep_alive = self.duration(
+            &m.keep_alive,
+            "mqtt.keep_alive",
+            d.keep_alive,
+            limits::KEEP_ALIVE,
+        )?;
+        if let Some(u) = &m.username {
+            self.bytes_at_most(u, "mqtt.username", limits::MQTT_STRING)?;
         }
         let password = match &m.password_file {
             None => None,
             Some(p) => Some(
                 std::fs::read_to_string(p.get_ref())
                     .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                    .map_err(|e| {
-                        self.at(
-                            p,
-                            "mqtt.password_file",
-                            &format!("cannot read `{}`: {e}", p.get_ref()),
-                        )
-                    })?,
+                    .map_err(|e| format!("cannot read `{}`: {e}", p.get_ref()))
+                    .and_then(|s| match s.len() {
+                        0..=limits::MQTT_STRING => Ok(s),
+                        n => Err(format!(
+                            "the password is {n} bytes; MQTT carries at most 65535"
+                        )),
+                    })
+                    .map_err(|e| self.at(p, "mqtt.password_file", &e))?,
             ),
         };
-        let backoff_min = self.duration(&m.backoff_min, "mqtt.backoff_min", d.backoff_min)?;
-        let backoff_max = self.duration(&m.backoff_max, "mqtt.backoff_max", d.backoff_max)?;
-        if backoff_min > backoff_max || backoff_min.is_zero() {
+        let backoff_min = self.duration(
+            &m.backoff_min,
+            "mqtt.backoff_min",
+            d.backoff_min,
+            limits::BACKOFF_MIN,
+        )?;
+        let backoff_max = self.duration(
+            &m.backoff_max,
+            "mqtt.backoff_max",
+            d.backoff_max.max(backoff_min),
+            limits::BACKOFF_MAX,
+        )?;
+        if backoff_min > backoff_max {
             let v = m
-                .backoff_min
+                .backoff_max
                 .as_ref()
-                .or(m.backoff_max.as_ref())
-                .expect("defaults are ordered");
-            return Err(self.at(
-                v,
-                "mqtt.backoff_min",
-                "must be more than 0 and at most mqtt.backoff_max",
-            ));
+                .expect("the default is at least backoff_min");
+            return Err(self.at(v, "mqtt.backoff_max", "must be at least mqtt.backoff_min"));
         }
         let inflight = match &m.inflight {
             None => d.inflight,
@@ -60,8 +66,10 @@ impl Cx<'_> {
         };
         let client_id = match &m.client_id {
             None => format!("sensorgate-{gateway}"),
-            Some(c) if !c.get_ref().is_empty() && c.get_ref().len() <= 256 => c.get_ref().clone(),
-            Some(c) => return Err(self.at(c, "mqtt.client_id", "must be 1 to 256 characters")),
+            Some(c) if !c.get_ref().is_empty() && c.get_ref().len() <= limits::CLIENT_ID_BYTES => {
+                c.get_ref().clone()
+            }
+            Some(c) => return Err(self.at(c, "mqtt.client_id", "must be 1 to 256 bytes")),
         };
         let availability_topic = match &m.availability_topic {
             None => format!("sensorgate/{gateway}/status"),
@@ -75,7 +83,15 @@ impl Cx<'_> {
                         "{field} has no meaning here",
                     ));
                 }
-                tpl.render(gateway, "", None)
+                let topic = tpl.render(gateway, "", None);
+                if topic.len() > limits::MQTT_STRING {
+                    return Err(self.at(
+                        t,
+                        "mqtt.availability_topic",
+                        "an MQTT topic holds at most 65535 bytes",
+                    ));
+                }
+                topic
             }
         };
         let payload = |v: &Option<toml::Spanned<String>>, key: &str, default: &str| match v {
@@ -122,17 +138,23 @@ impl Cx<'_> {
             port,
             client_id,
             keep_alive,
-            username: m.username,
+            username: m.username.map(toml::Spanned::into_inner),
             password,
             connect_timeout: self.duration(
                 &m.connect_timeout,
                 "mqtt.connect_timeout",
                 d.connect_timeout,
+                limits::CONNECT_TIMEOUT,
             )?,
             backoff_min,
             backoff_max,
             inflight,
-            ack_timeout: self.duration(&m.ack_timeout, "mqtt.ack_timeout", d.ack_timeout)?,
+            ack_timeout: self.duration(
+                &m.ack_timeout,
+                "mqtt.ack_timeout",
+                d.ack_timeout,
+                limits::ACK_TIMEOUT,
+            )?,
             availability_topic,
             birth_payload,
             will_payload,

@@ -40,7 +40,7 @@ pub struct RawMqtt {
     pub url: Spanned<String>,
     pub keep_alive: Option<Spanned<String>>,
     pub client_id: Option<Spanned<String>>,
-    pub username: Option<String>,
+    pub username: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub backoff_min: Option<Spanned<String>>,
@@ -117,8 +117,8 @@ pub struct RawLog {
 pub struct RawSerial {
     pub name: Spanned<String>,
     pub device: Spanned<String>,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
+    /// Bits per second (default 9600).
+    pub baud: Option<Spanned<i64>>,
     pub format: Spanned<String>,
     pub topic: Spanned<String>,
     pub qos: Option<Spanned<i64>>,
@@ -130,14 +130,12 @@ pub struct RawSerial {
     pub delimiter: Option<Spanned<String>>,
     /// regex: a pattern with named captures.
     pub pattern: Option<Spanned<String>>,
+    /// "auto" (default: CR, LF or CRLF), "lf", "cr" or "crlf".
+    pub line_ending: Option<Spanned<String>>,
     /// Longest accepted line in bytes; longer frames are counted and skipped.
     pub max_line: Option<Spanned<i64>>,
     pub reopen_min: Option<Spanned<String>>,
     pub reopen_max: Option<Spanned<String>>,
-}
-
-fn default_baud() -> u32 {
-    9600
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,11 +1,14 @@
-//! Validation of `[queue]`, of topic routes, and of serial line formats.
+//! Validation of `[queue]`, of topic routes (and whether they fit an MQTT topic), and of
+//! serial inputs: port settings, line endings and formats, one input per device.
 
 use super::locate::Cx;
-use super::{raw, units, ConfigError, Qos, QueueConfig, Route, WhenFull};
-use crate::format::LineFormat;
+use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, SerialConfig, WhenFull};
+use crate::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use toml::Spanned;
 
 impl Cx<'_> {
@@ -16,17 +19,20 @@ impl Cx<'_> {
             Some(s) => {
                 let n =
                     units::parse_size(s.get_ref()).map_err(|m| self.at(s, "queue.max_size", &m))?;
-                if n < 64 * 1024 {
+                if n < *limits::QUEUE_SIZE.start() {
                     return Err(self.at(s, "queue.max_size", "must be at least 64KiB"));
+                }
+                if n > *limits::QUEUE_SIZE.end() {
+                    return Err(self.at(s, "queue.max_size", "must be at most 1TiB"));
                 }
                 n
             }
         };
         let max_age = match &q.max_age {
             None => None,
-            Some(s) => Some(
-                units::parse_duration(s.get_ref()).map_err(|m| self.at(s, "queue.max_age", &m))?,
-            ),
+            Some(_) => {
+                Some(self.duration(&q.max_age, "queue.max_age", Duration::ZERO, limits::MAX_AGE)?)
+            }
         };
         let when_full = match q.when_full.as_ref().map(|s| (s, s.get_ref().as_str())) {
             None | Some((_, "drop_oldest")) => WhenFull::DropOldest,
@@ -70,9 +76,33 @@ impl Cx<'_> {
                 &q.commit_linger,
                 "queue.commit_linger",
                 d.commit_linger,
+                limits::COMMIT_LINGER,
             )?,
             synchronous_full,
         })
+    }
+
+    /// Two inputs cannot read one device (each would get part of its lines): refuses the
+    /// second, naming the first. Paths are compared as written and as resolved (a udev link
+    /// and the tty it points to are one device).
+    pub(super) fn one_reader(
+        &self,
+        seen: &mut Vec<(String, PathBuf, Arc<str>)>,
+        device: &Spanned<String>,
+        name: &Arc<str>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        let path = device.get_ref();
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+        if let Some((first, _, reader)) = seen.iter().find(|(p, r, _)| p == path || *r == real) {
+            return Err(self.at(
+                device,
+                key,
+                &format!("`{path}` is already read by input `{reader}` (device = \"{first}\"); one device, one input"),
+            ));
+        }
+        seen.push((path.clone(), real, name.clone()));
+        Ok(())
     }
 
     pub(super) fn route(
@@ -98,6 +128,36 @@ impl Cx<'_> {
         })
     }
 
+    /// Refuses a topic template whose expansion cannot fit an MQTT topic (65,535 bytes), as
+    /// far as the load can know it: literals, gateway id and input name, and the longest
+    /// `{device}` and `{field}` the config names (`device`, `field` bytes). Longer field
+    /// names from sensor data are the mapping's to refuse.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn topic_fits(
+        &self,
+        route: &Route,
+        topic: &Spanned<String>,
+        key: &str,
+        gateway: &str,
+        input: &str,
+        device: usize,
+        field: usize,
+    ) -> Result<(), ConfigError> {
+        let (d, f) = ("d".repeat(device), "f".repeat(field));
+        let len = route
+            .topic
+            .render_device(gateway, input, Some(&d), Some(&f))
+            .len();
+        if len > limits::MQTT_STRING {
+            return Err(self.at(
+                topic,
+                key,
+                &format!("expands to at least {len} bytes; an MQTT topic holds at most 65535"),
+            ));
+        }
+        Ok(())
+    }
+
     /// `{device}` has a meaning in BLE topics only.
     pub(super) fn no_device(
         &self,
@@ -109,6 +169,85 @@ impl Cx<'_> {
             return Err(self.at(topic, key, "{device} belongs to [[ble]] inputs only"));
         }
         Ok(())
+    }
+
+    /// The port and line settings of `[[serial]]` number `i`, read with `format`.
+    pub(super) fn serial(
+        &self,
+        s: &raw::RawSerial,
+        i: usize,
+        format: LineFormat,
+    ) -> Result<SerialConfig, ConfigError> {
+        let key = |k: &str| format!("serial[{i}].{k}");
+        let max_line = match &s.max_line {
+            None => 4096,
+            Some(v) if (16..=1 << 20).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.at(v, &key("max_line"), "must be between 16 and 1048576 bytes"))
+            }
+        };
+        if s.device.get_ref().is_empty() {
+            return Err(self.at(
+                &s.device,
+                &key("device"),
+                "must name a device such as /dev/ttyUSB0",
+            ));
+        }
+        let baud = match &s.baud {
+            None => 9600,
+            Some(b) if limits::BAUD.contains(b.get_ref()) => *b.get_ref() as u32,
+            Some(b) => {
+                let (lo, hi) = (limits::BAUD.start(), limits::BAUD.end());
+                return Err(self.at(b, &key("baud"), &format!("must be between {lo} and {hi}")));
+            }
+        };
+        let reopen_min = self.duration(
+            &s.reopen_min,
+            &key("reopen_min"),
+            Duration::from_millis(500),
+            limits::REOPEN_MIN,
+        )?;
+        let reopen_max = self.duration(
+            &s.reopen_max,
+            &key("reopen_max"),
+            Duration::from_secs(30).max(reopen_min),
+            limits::REOPEN_MAX,
+        )?;
+        if reopen_max < reopen_min {
+            let at = s
+                .reopen_max
+                .as_ref()
+                .expect("the default is at least reopen_min");
+            return Err(self.at(at, &key("reopen_max"), "must be at least reopen_min"));
+        }
+        Ok(SerialConfig {
+            device: PathBuf::from(s.device.get_ref()),
+            baud,
+            format,
+            line_ending: self.line_ending(s, i)?,
+            max_line,
+            reopen_min,
+            reopen_max,
+        })
+    }
+
+    fn line_ending(&self, s: &raw::RawSerial, i: usize) -> Result<LineEnding, ConfigError> {
+        let Some(e) = &s.line_ending else {
+            return Ok(LineEnding::Auto);
+        };
+        Ok(match e.get_ref().as_str() {
+            "auto" => LineEnding::Auto,
+            "lf" => LineEnding::Lf,
+            "cr" => LineEnding::Cr,
+            "crlf" => LineEnding::CrLf,
+            other => {
+                return Err(self.at(
+                    e,
+                    &format!("serial[{i}].line_ending"),
+                    &format!("`{other}`: expected \"auto\", \"lf\", \"cr\" or \"crlf\""),
+                ))
+            }
+        })
     }
 
     pub(super) fn line_format(

@@ -1,5 +1,6 @@
 //! Human units in the config: durations as `"30s"`, sizes as `"256MiB"`.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Parses a humantime duration such as `"5s"`, `"1m 30s"` or `"30d"`.
@@ -7,6 +8,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write it like \"30s\", \"5m\" or \"30d\"")
     })
+}
+
+/// The reason for a duration outside `range`, e.g. "`0s` is out of range: must be between
+/// 1s and 1h".
+pub fn out_of_range(text: &str, range: &RangeInclusive<Duration>) -> String {
+    format!(
+        "`{text}` is out of range: must be between {} and {}",
+        show(*range.start()),
+        show(*range.end())
+    )
+}
+
+/// A duration as the config writes it: "500ms", "1h", "7d".
+pub fn show(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, per) in [
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if ns >= per && ns.is_multiple_of(per) {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    if ns == 0 {
+        "0s".into()
+    } else {
+        format!("{ns}ns")
+    }
 }
 
 /// Parses a size such as `"256MiB"`, `"1GB"`, `"64 KiB"` or `"1000"` (bytes).
@@ -51,6 +84,13 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn shown_durations_read_back() {
+        for d in ["0s", "10ms", "1s", "90s", "1h", "7d", "3650d"] {
+            assert_eq!(show(parse_duration(d).unwrap()), d);
+        }
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! The port is (re)opened with exponential backoff between `reopen_min` and `reopen_max`,
 //! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
-//! `max_line` and lines that are not UTF-8 are counted as bad frames.
+//! `max_line` and lines that are not UTF-8 are counted as bad frames. A line ends as
+//! `line_ending` says: by default at CR, LF or CRLF (counted once).
 
 use crate::config::SerialConfig;
-use crate::format::LineFormat;
+use crate::format::{LineEnding, LineFormat};
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub async fn run(
                 reported = false;
                 backoff = config.reopen_min;
                 let ended = tokio::select! {
-                    r = read_lines(port, &id, &config.format, config.max_line, &out, &metrics) => r,
+                    r = read_lines(port, &id, &config.format, config.line_ending, config.max_line, &out, &metrics) => r,
                     _ = cancel.cancelled() => return,
                 };
                 match ended {
@@ -88,6 +89,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     mut port: R,
     id: &InputId,
     format: &LineFormat,
+    ending: LineEnding,
     max_line: usize,
     out: &mpsc::Sender<Reading>,
     metrics: &Metrics,
@@ -95,6 +97,10 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     let mut buf = vec![0u8; 4096];
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut overlong = false;
+    let mut split = Splitter {
+        ending,
+        held_cr: false,
+    };
     loop {
         let n = match port.read(&mut buf).await {
             Ok(0) => return LinesEnded::Closed(std::io::ErrorKind::UnexpectedEof.into()),
@@ -102,12 +108,14 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
             Err(e) => return LinesEnded::Closed(e),
         };
         for &b in &buf[..n] {
-            if b != b'\n' {
+            let ended = split.feed(b, |b| {
                 if line.len() < max_line {
                     line.push(b);
-                } else if !overlong {
+                } else {
                     overlong = true;
                 }
+            });
+            if !ended {
                 continue;
             }
             let frame = std::mem::take(&mut line);
@@ -121,6 +129,50 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// Finds the ends of lines in a byte stream, one byte at a time.
+struct Splitter {
+    ending: LineEnding,
+    /// The last byte was a CR (auto, cr: an LF now is skipped; crlf: an LF now ends the line).
+    held_cr: bool,
+}
+
+impl Splitter {
+    /// Feeds one byte: hands the bytes that belong to the line to `data` and returns true
+    /// when `b` ends the line.
+    fn feed(&mut self, b: u8, mut data: impl FnMut(u8)) -> bool {
+        let after_cr = std::mem::replace(&mut self.held_cr, b == b'\r');
+        match self.ending {
+            LineEnding::Lf => {
+                if b == b'\n' {
+                    return true;
+                }
+            }
+            LineEnding::Auto | LineEnding::Cr => {
+                let ends = b == b'\r' || (b == b'\n' && self.ending == LineEnding::Auto);
+                if b == b'\n' && after_cr {
+                    return false; // the LF of a CRLF: that line has already ended
+                }
+                if ends {
+                    return true;
+                }
+            }
+            LineEnding::CrLf => {
+                if b == b'\n' && after_cr {
+                    return true;
+                }
+                if after_cr {
+                    data(b'\r'); // a CR alone belongs to the line
+                }
+                if b == b'\r' {
+                    return false; // held until the next byte says what it is
+                }
+            }
+        }
+        data(b);
+        false
     }
 }
 
@@ -172,7 +224,16 @@ mod tests {
             index: 3,
             name: Arc::from("wx"),
         };
-        let ended = read_lines(data, &id, &LineFormat::Json, 32, &tx, &metrics).await;
+        let ended = read_lines(
+            data,
+            &id,
+            &LineFormat::Json,
+            LineEnding::Lf,
+            32,
+            &tx,
+            &metrics,
+        )
+        .await;
         assert!(matches!(ended, LinesEnded::Closed(_)));
         drop(tx);
         let mut got = Vec::new();
@@ -182,5 +243,36 @@ mod tests {
         }
         assert_eq!(got, ["a", "b", "c"]);
         assert_eq!(Metrics::get(&metrics.bad_frames), 3);
+    }
+
+    /// The lines `ending` finds in `data`, as text.
+    fn split(ending: LineEnding, data: &[u8]) -> Vec<String> {
+        let mut s = Splitter {
+            ending,
+            held_cr: false,
+        };
+        let (mut lines, mut line) = (Vec::new(), Vec::new());
+        for &b in data {
+            if s.feed(b, |b| line.push(b)) {
+                lines.push(String::from_utf8(std::mem::take(&mut line)).unwrap());
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn each_line_ending_splits_as_documented() {
+        let data = b"a\rb\r\nc\nd\n\re\r";
+        assert_eq!(split(LineEnding::Auto, data), ["a", "b", "c", "d", "", "e"]);
+        assert_eq!(split(LineEnding::Lf, data), ["a\rb\r", "c", "d"]);
+        assert_eq!(split(LineEnding::Cr, data), ["a", "b", "c\nd\n", "e"]);
+        assert_eq!(split(LineEnding::CrLf, data), ["a\rb"]);
+        assert_eq!(
+            split(LineEnding::CrLf, b"a\rb\r\nc\nd\r\n"),
+            ["a\rb", "c\nd"]
+        );
+        // A CRLF split between two reads still counts once.
+        assert_eq!(split(LineEnding::Auto, b"x\r"), ["x"]);
+        assert_eq!(split(LineEnding::Auto, b"x\r\ny\r"), ["x", "y"]);
     }
 }

@@ -183,7 +183,27 @@ pub struct LinkError {
 #[allow(clippy::large_enum_variant)]
 pub enum EventLoop {
     V4(rumqttc::EventLoop),
-    V5(v5::EventLoop),
+    V5(Loop5),
+}
+
+/// rumqttc's MQTT 5 event loop (reached through `Deref`), and whether its connection got a
+/// CONNACK: a connection that fails before one may have met a broker without MQTT 5.
+pub struct Loop5 {
+    inner: v5::EventLoop,
+    acked: bool,
+}
+
+impl std::ops::Deref for Loop5 {
+    type Target = v5::EventLoop;
+    fn deref(&self) -> &v5::EventLoop {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Loop5 {
+    fn deref_mut(&mut self) -> &mut v5::EventLoop {
+        &mut self.inner
+    }
 }
 
 /// Builds the client and event loop for `cfg`.
@@ -241,6 +261,10 @@ pub fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
                 o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
             }
             let (client, eventloop) = v5::AsyncClient::new(o, cap);
+            let eventloop = Loop5 {
+                inner: eventloop,
+                acked: false,
+            };
             (Client::V5(client), EventLoop::V5(eventloop))
         }
     }
@@ -262,16 +286,26 @@ impl EventLoop {
                         || is_tls_failure(&err),
                 }),
             },
-            EventLoop::V5(e) => match e.poll().await {
-                Ok(ev) => Ok(event5(ev)),
-                Err(err) => Err(LinkError {
-                    text: err.to_string(),
-                    needs_operator: matches!(
-                        err,
-                        v5::ConnectionError::ConnectionRefused(_)
-                            | v5::ConnectionError::MqttState(v5::StateError::ConnFail { .. })
-                    ) || is_tls_failure(&err),
-                }),
+            EventLoop::V5(e) => match e.inner.poll().await {
+                Ok(ev) => {
+                    let ev = event5(ev);
+                    e.acked |= matches!(ev, LinkEvent::ConnAck { .. });
+                    Ok(ev)
+                }
+                Err(err) => {
+                    let before_connack = !std::mem::take(&mut e.acked);
+                    Err(LinkError {
+                        text: match v5_unspoken(&err).filter(|_| before_connack) {
+                            Some(why) => format!("{err}: {why}; if the broker does not speak MQTT 5, set protocol = \"3.1.1\""),
+                            None => err.to_string(),
+                        },
+                        needs_operator: matches!(
+                            err,
+                            v5::ConnectionError::ConnectionRefused(_)
+                                | v5::ConnectionError::MqttState(v5::StateError::ConnFail { .. })
+                        ) || is_tls_failure(&err),
+                    })
+                }
             },
         }
     }
@@ -372,6 +406,29 @@ fn outgoing(o: Outgoing) -> LinkEvent {
     }
 }
 
+/// Why an MQTT 5 connection that failed before its CONNACK may have failed for the
+/// protocol version, if it failed the way a broker that speaks only 3.1.1 makes it fail:
+/// a CONNACK that does not parse as MQTT 5 (aedes answers with the 3.1.1 code 1,
+/// "unacceptable protocol version", and closes), a refusal of the version, a connection
+/// closed after the CONNECT, or no CONNACK at all (amqtt never answers). A TCP connection
+/// that cannot be made at all says nothing about the protocol.
+fn v5_unspoken(e: &v5::ConnectionError) -> Option<&'static str> {
+    use v5::{ConnectionError as E, StateError as S};
+    match e {
+        E::ConnectionRefused(m5::ConnectReturnCode::UnsupportedProtocolVersion) => {
+            Some("the broker refused MQTT 5")
+        }
+        E::NotConnAck(_) | E::MqttState(S::Deserialization(_)) => {
+            Some("the broker's answer is not MQTT 5")
+        }
+        E::MqttState(S::ConnectionAborted) => {
+            Some("the broker closed the connection before its CONNACK")
+        }
+        E::Timeout(_) => Some("no CONNACK within connect_timeout"),
+        _ => None,
+    }
+}
+
 /// Whether a connection failed in TLS: rumqttc reports a handshake failure either as its
 /// `Tls` error or, when the peer's alert arrives with the first MQTT read, as an I/O error
 /// wrapping rustls's error.
@@ -419,7 +476,10 @@ mod tests {
         e.state
             .events
             .push_back(v5::Event::Outgoing(Outgoing::Publish(37)));
-        let mut e = EventLoop::V5(e);
+        let mut e = EventLoop::V5(Loop5 {
+            inner: e,
+            acked: false,
+        });
         e.forget();
         let EventLoop::V5(e) = e else { unreachable!() };
         assert!(e.state.events.is_empty());
