@@ -9,6 +9,7 @@ mod ble_decode;
 mod cli;
 mod config_errors;
 mod durability;
+mod faults_disk;
 mod journal;
 mod notify;
 mod proxy;
