@@ -91,9 +91,13 @@ fn queue_on_disk(state: &Path) -> u64 {
 }
 
 fn config(dir: &Path, url: &str, max_size: &str, count: u64) -> String {
+    config_with(dir, url, max_size, "drop_oldest", count)
+}
+
+fn config_with(dir: &Path, url: &str, max_size: &str, when_full: &str, count: u64) -> String {
     base_config(dir, "gw1", url, "")
         + &format!(
-            "[queue]\nmax_size = \"{max_size}\"\nwhen_full = \"drop_oldest\"\n\n\
+            "[queue]\nmax_size = \"{max_size}\"\nwhen_full = \"{when_full}\"\n\n\
              [[synthetic]]\nname = \"wx\"\nrate = 2000.0\n\
              fields = [\"temperature\", \"humidity\", \"pressure\"]\n\
              topic = \"site/{{gateway}}/{{input}}\"\nqos = 1\ncount = {count}\n"
@@ -206,5 +210,58 @@ fn max_size_bounds_the_queue_file_and_its_wal() {
     assert!(
         largest <= (1 << 20) + (128 << 10),
         "queue.db plus its WAL reached {largest} bytes"
+    );
+}
+
+/// With `drop_newest` a full disk refuses new readings, each one counted; when the disk
+/// grows, the gateway takes new readings again without a restart (housekeeping makes the
+/// reserve again and lifts the cap the full disk set).
+#[test]
+fn drop_newest_on_a_full_disk_counts_its_refusals_and_recovers_when_room_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let _disk = Tmpfs::mount(&state, "4m");
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let total = 60_000;
+    let config = config_with(tmp.path(), &url, "64MiB", "drop_newest", total);
+    let mut gw = Gateway::new(tmp.path(), &config);
+    gw.start();
+    wait_until("the disk is full and readings are refused", LONG, || {
+        logged_drops(&gw.log()).0 > 0
+    });
+    let out = Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "remount: {out:?}");
+    gw.wait_log("Disk has room again", LONG);
+    let log = gw.log();
+    let (refused, evicted) = logged_drops(&log);
+    let pending = gw.pending();
+    wait_until("new readings are stored", LONG, || {
+        gw.pending() >= pending + 2_000
+    });
+    gw.wait_log("Every input has finished", LONG);
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = gw.log();
+    let after_room = &log[log.find("Disk has room again").unwrap()..];
+    assert_eq!(
+        logged_drops(after_room),
+        (0, 0),
+        "nothing is dropped once the disk has room"
+    );
+    assert_eq!(evicted, 0, "drop_newest evicts nothing");
+    assert_eq!(logged_drops(&log), (refused, 0));
+    assert_eq!(
+        dropped_full(&gw),
+        refused,
+        "queue stats counts every refusal"
+    );
+    assert_eq!(
+        gw.pending() + refused,
+        total,
+        "every reading is pending or counted"
     );
 }

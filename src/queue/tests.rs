@@ -107,3 +107,29 @@ fn the_wal_stays_within_its_bound() {
         "the WAL reached {largest} bytes; its bound is {bound}"
     );
 }
+
+/// The reserve is there after the open, given back when the file is full, and made again
+/// by `maintain` once there is room (a full file here, not a full disk), which also lifts
+/// the cap the full disk set.
+#[test]
+fn the_reserve_is_given_back_when_full_and_made_again_by_maintain() {
+    let dir = tempfile::tempdir().unwrap();
+    let reserve = dir.path().join("queue.reserve");
+    let mut q = Queue::open(
+        &dir.path().join("queue.db"),
+        opts(u64::MAX, WhenFull::DropOldest),
+    )
+    .unwrap();
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    assert_eq!(size(&reserve), Some(reserve_size(u64::MAX)));
+    q.set_max_page_count(40).unwrap();
+    while q.append(&batch(q.next_id(), 20, 400)).unwrap().evicted_old == 0 {}
+    assert_eq!(size(&reserve), None, "given back");
+    assert!(
+        q.disk_cap.is_some(),
+        "the policy keeps below what the file held"
+    );
+    q.maintain().unwrap();
+    assert_eq!(size(&reserve), Some(reserve_size(u64::MAX)), "made again");
+    assert_eq!(q.disk_cap, None);
+}
