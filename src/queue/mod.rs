@@ -23,6 +23,9 @@
 //!   every row on disk, released or not, and `meta.released_bytes` that of the released
 //!   ones, in the same transaction as every insert, release and delete: the size policy
 //!   costs no scan and counts what the disk holds.
+//! - **A full disk is a policy decision** (`room`): the WAL is bounded, the reserve file is
+//!   given back on SQLITE_FULL, the policy then works below what the disk holds, and a drop
+//!   that cannot be written yet is kept in memory until it can ([`Queue::maintain`]).
 //! - The file runs in WAL mode: `sensorgate queue ...` reads it while the gateway writes.
 //!   Inserts use `synchronous=FULL` by default (a committed reading survives a power cut);
 //!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
