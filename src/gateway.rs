@@ -175,18 +175,17 @@ pub async fn run(
     let _ = uplink.await;
     // Drops counted in memory on a full disk are written now if they can be.
     let q = queue.clone();
-    if let Ok(Ok(unsaved)) = crate::trips::spawn(move || {
+    let unsaved = crate::trips::spawn(move || {
         let mut q = lock(&q);
-        q.maintain().map(|()| q.unsaved_dropped())
+        let _ = q.maintain();
+        q.unsaved_dropped()
     })
-    .await
-    {
-        if unsaved > 0 {
-            error!(
-                unsaved,
-                "The disk is full: drops not counted in the queue file; its dropped count is short by this."
-            );
-        }
+    .await;
+    if let Ok(unsaved @ 1..) = unsaved {
+        error!(
+            unsaved,
+            "The disk is full: drops not written to the queue file; its dropped count is short by this."
+        );
     }
     // Last: a stop that lost nothing lets the next start skip the integrity check.
     let stopped_well = matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled();

@@ -222,7 +222,7 @@ fn drop_newest_on_a_full_disk_counts_its_refusals_and_recovers_when_room_returns
     let state = tmp.path().join("state");
     let _disk = Tmpfs::mount(&state, "4m");
     let url = format!("mqtt://127.0.0.1:{}", free_port());
-    let total = 60_000;
+    let total = 80_000;
     let config = config_with(tmp.path(), &url, "64MiB", "drop_newest", total);
     let mut gw = Gateway::new(tmp.path(), &config);
     gw.start();
@@ -230,7 +230,7 @@ fn drop_newest_on_a_full_disk_counts_its_refusals_and_recovers_when_room_returns
         logged_drops(&gw.log()).0 > 0
     });
     let out = Command::new("mount")
-        .args(["-o", "remount,size=16m"])
+        .args(["-o", "remount,size=24m"])
         .arg(&state)
         .output()
         .unwrap();
