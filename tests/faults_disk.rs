@@ -64,6 +64,13 @@ fn logged_drops(log: &str) -> (u64, u64) {
     )
 }
 
+/// Waits until the gateway's inputs have finished `times` times (the log spans restarts).
+fn wait_inputs_finished(gw: &Gateway, times: usize) {
+    wait_until("the input has finished", LONG, || {
+        gw.log().matches("Every input has finished").count() >= times
+    });
+}
+
 fn dropped_full(gw: &Gateway) -> u64 {
     gw.stats().expect("queue stats")["dropped_full"]
         .as_u64()
@@ -161,7 +168,7 @@ fn a_full_disk_evicts_by_policy_counts_every_drop_and_drains_when_the_broker_ret
     let more = 1;
     std::fs::write(&gw.config, config(tmp.path(), &url, "64MiB", more)).unwrap();
     gw.start();
-    gw.wait_log("Every input has finished", LONG);
+    wait_inputs_finished(&gw, 2);
     assert_eq!(
         dropped_full(&gw),
         refused + evicted,
@@ -264,4 +271,49 @@ fn drop_newest_on_a_full_disk_counts_its_refusals_and_recovers_when_room_returns
         total,
         "every reading is pending or counted"
     );
+}
+
+/// Fills what is left of the filesystem at `dir` with a file of zeros.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let zeros = vec![0u8; 4096];
+    while f.write_all(&zeros).is_ok() {}
+}
+
+/// Something else fills the disk while the gateway is stopped: the start gives back the
+/// reserve, so the queue opens, takes readings by its policy and drains once the broker is
+/// back.
+#[test]
+fn a_start_on_a_disk_something_else_filled_uses_the_reserve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let _disk = Tmpfs::mount(&state, "4m");
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mut broker = Broker::start_on(&tmp.path().join("broker"), port);
+    let sub = Subscriber::start(port, "site/#", "disk-sub");
+    broker.stop();
+    let mut gw = Gateway::new(tmp.path(), &config(tmp.path(), &url, "1MiB", 3_000));
+    gw.start();
+    gw.wait_log("Every input has finished", LONG);
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(state.join("queue.reserve").exists(), "the reserve is made");
+
+    fill(&state);
+    std::fs::write(&gw.config, config(tmp.path(), &url, "1MiB", 1_000)).unwrap();
+    gw.start();
+    wait_inputs_finished(&gw, 2);
+    assert!(gw.log().contains("gave back the queue's reserve file"));
+    broker.start();
+    wait_until("the backlog is delivered", LONG, || gw.pending() == 0);
+    let (refused, evicted) = logged_drops(&gw.log());
+    wait_until("the subscriber has every message", LONG, || {
+        distinct_seqs(&sub) + refused + evicted >= 4_000
+    });
+    assert_eq!(gw.log().matches("Queue delete failed").count(), 0);
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(dropped_full(&gw), refused + evicted);
 }

@@ -265,6 +265,11 @@ impl Queue {
                 source,
             })?;
         }
+        // A start on a full disk: the -shm file and the WAL need room before any statement.
+        let mut reserve = room::Reserve::new(path, opts.max_size);
+        if !reserve.room_for(reserve_size(opts.max_size)) && reserve.give_back() {
+            tracing::warn!(reserve = %reserve.path().display(), "The disk is nearly full at the start: gave back the queue's reserve file.");
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -301,7 +306,6 @@ impl Queue {
             }
             Ok(())
         };
-        let mut reserve = room::Reserve::new(path, opts.max_size);
         match setup(&conn) {
             // A restart on a full disk: the reserve (if a gateway left one) and a
             // checkpoint make the room.

@@ -22,9 +22,9 @@ pub fn wal_budget(max_size: u64) -> u64 {
 }
 
 /// The reserve holds what a checkpoint of a full WAL and the transactions that make room
-/// can need.
+/// can need, and the -shm file and a WAL for a start on a disk something else filled.
 pub fn reserve_size(max_size: u64) -> u64 {
-    wal_budget(max_size) + (64 << 10)
+    wal_budget(max_size) + (256 << 10)
 }
 
 /// Pages of the file that are not rows (header, schema, `meta`, the sequence, interior
@@ -77,14 +77,22 @@ impl Reserve {
         was
     }
 
+    /// Whether the disk has `bytes` free (or cannot say).
+    pub fn room_for(&self, bytes: u64) -> bool {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        free_bytes(dir).is_none_or(|free| free >= bytes)
+    }
+
     /// Makes the reserve again if the disk has room for it and `headroom` bytes more;
     /// returns whether it is there. A disk that cannot take all of it keeps none of it.
     pub fn remake(&mut self, headroom: u64) -> bool {
         if self.present {
             return true;
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        if free_bytes(dir).is_some_and(|free| free < self.size + headroom) {
+        if !self.room_for(self.size + headroom) {
             return false;
         }
         let write = || -> std::io::Result<()> {
