@@ -254,8 +254,12 @@ async fn housekeeping(
         let now = Stamp::now();
         let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
-            // Drops counted in memory on a full disk, and the reserve when room returns.
-            q.maintain()?;
+            // Drops counted in memory on a full disk, and the reserve when room returns; a
+            // disk still full is no reason to skip the rest.
+            match q.maintain() {
+                Err(e) if e.is_corrupt() => return Err(e),
+                _ => {}
+            }
             let expired = match max_age {
                 // A clock that was never synchronised cannot say what is old.
                 Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,
