@@ -22,10 +22,11 @@ use tracing::{error, info, warn};
 /// Capacity of the reading channel: enough to ride out a commit, small enough to bound RAM.
 const READINGS_CAPACITY: usize = 4096;
 
-/// The queue's options from the config.
+/// The queue's options from the config: `max_size` bounds the file plus its WAL on disk,
+/// the policy counts accounted bytes ([`queue::accounted_limit`]).
 pub fn queue_options(config: &Config) -> QueueOptions {
     QueueOptions {
-        max_size: config.queue.max_size,
+        max_size: queue::accounted_limit(config.queue.max_size),
         when_full: config.queue.when_full,
         synchronous_full: config.queue.synchronous_full,
     }
@@ -176,6 +177,20 @@ pub async fn run(
     let _ = house.await;
     uplink_cancel.cancel();
     let _ = uplink.await;
+    // Drops counted in memory on a full disk are written now if they can be.
+    let q = queue.clone();
+    let unsaved = crate::trips::spawn(move || {
+        let mut q = lock(&q);
+        let _ = q.maintain();
+        q.unsaved_dropped()
+    })
+    .await;
+    if let Ok(unsaved @ 1..) = unsaved {
+        error!(
+            unsaved,
+            "The disk is full: drops not written to the queue file; its dropped count is short by this."
+        );
+    }
     // Last: a stop that lost nothing lets the next start skip the integrity check.
     let stopped_well = matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled();
     if stopped_well {
@@ -271,6 +286,12 @@ async fn housekeeping(
         }
         let result = crate::trips::spawn(move || {
             let mut q = lock(&q);
+            // Drops counted in memory on a full disk, and the reserve when room returns; a
+            // disk still full is no reason to skip the rest.
+            match q.maintain() {
+                Err(e) if e.is_corrupt() => return Err(e),
+                _ => {}
+            }
             let expired = match max_age {
                 // A clock that was never synchronised cannot say what is old.
                 Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,

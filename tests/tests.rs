@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod durability;
 mod faults_config;
+mod faults_disk;
 mod faults_state;
 mod faults_uplink;
 mod journal;

@@ -96,7 +96,8 @@ impl Queue {
             tx.commit()?;
             Ok((burial, after))
         };
-        let (burial, after) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        // On a full disk the reserve is given back and the burial tried once more.
+        let (burial, after) = self.with_room(run).map_err(|e| self.err(e))?;
         self.bytes = after.bytes;
         self.reclaimable = after.reclaimable;
         Ok(burial)

@@ -33,6 +33,9 @@
 //!   every row on disk, released or not, and `meta.released_bytes` that of the released
 //!   ones, in the same transaction as every insert, release and delete: the size policy
 //!   costs no scan and counts what the disk holds.
+//! - **A full disk is a policy decision** (`room`): the WAL is bounded, the reserve file is
+//!   given back on SQLITE_FULL, the policy then works below what the disk holds, and a drop
+//!   that cannot be written yet is kept in memory until it can ([`Queue::maintain`]).
 //! - The file runs in WAL mode: `sensorgate queue ...` reads it while the gateway writes.
 //!   Inserts use `synchronous=FULL` by default (a committed reading survives a power cut);
 //!   a delete that is lost to a power cut only causes a duplicate, which QoS 1 allows.
@@ -57,6 +60,7 @@ mod ceiling;
 mod dead;
 mod files;
 mod lock;
+mod room;
 mod sql;
 #[cfg(test)]
 mod state_tests;
@@ -64,6 +68,7 @@ mod state_tests;
 pub use dead::{Burial, Buried, DeadLetter, DEAD_MIN_ROOM};
 pub use files::{open_or_reset, read_clocks, read_oldest, read_stats};
 pub use lock::StateLock;
+pub use room::{accounted_limit, reserve_size, wal_budget};
 
 use crate::config::{Qos, WhenFull};
 use crate::mapping::NewMessage;
@@ -288,10 +293,16 @@ pub struct Queue {
     opts: QueueOptions,
     next_id: i64,
     bytes: u64,
-    /// Drops that could not be written to `meta` yet (the disk was full).
+    /// Drops that could not be written to `meta` yet (the disk was full); written by the
+    /// next transaction that can ([`Queue::maintain`] at the latest).
     unsaved_dropped: u64,
     /// Whether released rows were on disk after the last transaction.
     reclaimable: bool,
+    /// Given back when the disk is full (see `room`).
+    reserve: room::Reserve,
+    /// Below `max_size` after the disk filled: the accounted bytes the disk held then, less
+    /// a margin. Lifted when the reserve can be made again.
+    disk_cap: Option<u64>,
     /// Set when any connection to the file (this one or a [`Reader`] made by
     /// [`Queue::reader`]) met a damaged file or a failing disk: then it is not marked clean.
     faulted: Arc<AtomicBool>,
@@ -327,6 +338,11 @@ impl Queue {
                 source,
             })?;
         }
+        // A start on a full disk: the -shm file and the WAL need room before any statement.
+        let mut reserve = room::Reserve::new(path, opts.max_size);
+        if !reserve.room_for(reserve_size(opts.max_size)) && reserve.give_back() {
+            tracing::warn!(reserve = %reserve.path().display(), "The disk is nearly full at the start: gave back the queue's reserve file.");
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         // Before anything is written: another application's file is left as it was.
@@ -343,6 +359,15 @@ impl Queue {
         // after this must leave it cleared.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
+        // The WAL starts over after `wal_budget` bytes of frames and is cut back to that.
+        let budget = wal_budget(opts.max_size);
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", (budget as i64 / page).max(8))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", budget as i64)
+            .map_err(err)?;
         let clean = was_closed_cleanly(&conn).map_err(err)?;
         if !clean {
             let check: String = conn
@@ -355,10 +380,25 @@ impl Queue {
                 )));
             }
         }
-        conn.execute_batch(sql::SCHEMA).map_err(err)?;
-        if clean {
-            conn.execute(sql::META_SET, params!["clean", 0])
-                .map_err(err)?;
+        let setup = |conn: &Connection| -> Result<(), rusqlite::Error> {
+            conn.execute_batch(sql::SCHEMA)?;
+            if clean {
+                conn.execute(sql::META_SET, params!["clean", 0])?;
+            }
+            Ok(())
+        };
+        match setup(&conn) {
+            // A restart on a full disk: the reserve (if a gateway left one) and a
+            // checkpoint make the room.
+            Err(e) if is_full(&e) => {
+                reserve.give_back();
+                let _ = conn.query_row(sql::CHECKPOINT_RESTART, [], |_| Ok(()));
+                setup(&conn).map_err(err)?;
+            }
+            r => r.map_err(err)?,
+        }
+        if !reserve.remake(budget) {
+            tracing::warn!(reserve = %reserve.path().display(), "No room on the disk for the queue's reserve file; trying again later.");
         }
         if !column_names(&conn, "outbox")
             .map_err(err)?
@@ -394,11 +434,70 @@ impl Queue {
             bytes: bytes.max(0) as u64,
             unsaved_dropped: 0,
             reclaimable,
+            reserve,
+            disk_cap: None,
             faulted: Arc::new(AtomicBool::new(false)),
             ceiling,
             // Rows of this boot stored by an earlier process may wait for a correction.
             unsynced_from: Some(boot_first_id),
         })
+    }
+
+    /// The accounted bytes the size policy allows: `max_size`, or less after the disk filled.
+    fn limit(&self) -> u64 {
+        self.disk_cap
+            .map_or(self.opts.max_size, |c| c.min(self.opts.max_size))
+    }
+
+    /// The disk is full: gives back the reserve, and checkpoints so that the WAL starts over
+    /// (the next write reuses its file instead of growing it).
+    fn make_room(&mut self) {
+        if self.reserve.give_back() {
+            tracing::warn!(queue = %self.path.display(), reserve = %self.reserve.path().display(), "Disk full: gave back the queue's reserve file; the size policy now keeps the queue within what the disk holds.");
+        }
+        let _ = self.conn.query_row(sql::CHECKPOINT_RESTART, [], |_| Ok(()));
+    }
+
+    /// Runs `work`; if the disk is full, makes room and runs it once more.
+    fn with_room<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, rusqlite::Error> {
+        match work(&mut self.conn) {
+            Err(e) if is_full(&e) => {
+                self.make_room();
+                work(&mut self.conn)
+            }
+            r => r,
+        }
+    }
+
+    /// Writes drops counted only in memory to `meta`.
+    fn save_dropped(&mut self) -> Result<(), rusqlite::Error> {
+        let n = self.unsaved_dropped;
+        if n > 0 {
+            self.with_room(|conn| conn.execute(sql::META_ADD, params!["dropped_full", n as i64]))?;
+            self.unsaved_dropped = 0;
+        }
+        Ok(())
+    }
+
+    /// Housekeeping's part: writes drops counted only in memory (the disk was full) to
+    /// `meta`, and makes the reserve again once the disk has room for it and for the WAL;
+    /// then the size policy goes back to `max_size`.
+    pub fn maintain(&mut self) -> Result<(), QueueError> {
+        self.save_dropped().map_err(|e| self.err(e))?;
+        if !self.reserve.present() && self.reserve.remake(wal_budget(self.opts.max_size)) {
+            if let Some(cap) = self.disk_cap.take() {
+                tracing::info!(queue = %self.path.display(), was = cap, "Disk has room again: made the reserve file again; the size policy is back to max_size.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops counted in memory only: the disk was too full to write them.
+    pub fn unsaved_dropped(&self) -> u64 {
+        self.unsaved_dropped
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
@@ -417,6 +516,9 @@ impl Queue {
     /// or when another connection keeps the WAL from being folded into the file.
     pub fn mark_clean(&mut self) -> Result<bool, QueueError> {
         if self.faulted.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if self.save_dropped().is_err() {
             return Ok(false);
         }
         let full = self.opts.synchronous_full;
@@ -439,7 +541,7 @@ impl Queue {
             }
             Ok(true)
         };
-        run(&self.conn).map_err(|e| self.err(e))
+        self.with_room(|conn| run(conn)).map_err(|e| self.err(e))
     }
 
     pub fn path(&self) -> &Path {
@@ -495,6 +597,7 @@ impl Queue {
     fn try_append(&mut self, batch: &[NewMessage]) -> Result<Appended, rusqlite::Error> {
         let incoming: u64 = batch.iter().map(Queue::size_of).sum();
         let mut out = Appended::default();
+        let limit = self.limit();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -504,8 +607,8 @@ impl Queue {
         let mut take = batch.len();
         let mut reclaimed = 0;
         let mut reclaimable = self.reclaimable;
-        if bytes + incoming > self.opts.max_size {
-            let need = bytes + incoming - self.opts.max_size;
+        if bytes + incoming > limit {
+            let need = bytes + incoming - limit;
             let released = meta(&tx, "released")?;
             // Released rows are the oldest: they go first, and are no drop.
             let upto = match self.opts.when_full {
@@ -518,7 +621,7 @@ impl Queue {
             reclaimed = freed.reclaimed;
             reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
             if self.opts.when_full == WhenFull::DropNewest {
-                let mut room = self.opts.max_size.saturating_sub(bytes);
+                let mut room = limit.saturating_sub(bytes);
                 take = 0;
                 for m in batch {
                     let s = Queue::size_of(m);
@@ -577,70 +680,40 @@ impl Queue {
         Ok(out)
     }
 
-    /// The disk itself is full (SQLITE_FULL). With `drop_oldest`, evict old rows and try
-    /// once more; otherwise (or if that fails too) the batch is dropped and counted.
+    /// The disk itself is full (SQLITE_FULL): gives back the reserve and checkpoints
+    /// (`make_room`), and caps the policy below what the disk holds now, so that the policy
+    /// makes the room (evicting with `drop_oldest`, released rows first with either) and
+    /// the file stops growing. If that fails too, the batch is refused and counted.
     fn append_on_full_disk(&mut self, batch: &[NewMessage]) -> Result<Appended, QueueError> {
-        let mut evicted = 0;
-        let n = (batch.len() * 2).max(64) as i64;
-        let when_full = self.opts.when_full;
-        // Released rows go first, with either policy, as long as there are any; then
-        // pending ones, with drop_oldest only. Pages freed by a delete are not always
-        // enough for the batch: evict again, a bounded number of times.
-        for _ in 0..16 {
-            let freed = (|| -> Result<(Freed, bool), rusqlite::Error> {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let released = meta(&tx, "released")?;
-                let mut freed = evict_oldest(&tx, n, released, released)?;
-                if freed.rows == 0 && when_full == WhenFull::DropOldest {
-                    freed = evict_oldest(&tx, n, i64::MAX, released)?;
-                }
-                tx.execute(sql::META_ADD, params!["dropped_full", freed.dropped as i64])?;
-                tx.execute(sql::META_ADD, params!["bytes", -(freed.bytes as i64)])?;
-                tx.execute(
-                    sql::META_ADD,
-                    params!["released_bytes", -(freed.reclaimed as i64)],
-                )?;
-                let reclaimable = any(&tx, sql::ANY_UP_TO, released)?;
-                tx.commit()?;
-                Ok((freed, reclaimable))
-            })();
-            let (freed, reclaimable) = match freed {
-                Ok(f) => f,
-                // A damaged file is no full disk: an error, as on the normal path. An I/O
-                // error here may be the full disk itself (the -shm file cannot grow): the
-                // batch is dropped and counted, and the file is not marked clean.
+        self.make_room();
+        // A sixteenth of the pages are kept free for the transactions that follow.
+        let mut cap = self.bytes - self.bytes / 16;
+        for _ in 0..4 {
+            self.disk_cap = Some(self.disk_cap.map_or(cap, |c| c.min(cap)));
+            match self.try_append(batch) {
+                Ok(a) => return Ok(a),
                 Err(e) if is_damage(&e) => return Err(self.err(e)),
+                Err(e) if is_full(&e) => {
+                    self.make_room();
+                    cap -= cap / 4;
+                }
+                // An I/O error here may be the full disk itself (the -shm file cannot
+                // grow): the batch is dropped and counted, and the file is not marked clean.
                 Err(e) => {
                     let _ = self.err(e);
                     break;
-                }
-            };
-            self.reclaimable = reclaimable;
-            evicted += freed.dropped;
-            self.bytes = self.bytes.saturating_sub(freed.bytes);
-            if freed.rows == 0 {
-                break;
-            }
-            match self.try_append(batch) {
-                Ok(mut a) => {
-                    a.evicted_old += evicted;
-                    return Ok(a);
-                }
-                Err(e) if is_damage(&e) => return Err(self.err(e)),
-                Err(e) => {
-                    let _ = self.err(e);
                 }
             }
         }
         self.unsaved_dropped += batch.len() as u64;
         // The ids of the dropped batch are not reused: a gap is what a consumer should see.
         self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
+        // Kept in memory if even this cannot be written; `maintain` tries again.
+        let _ = self.save_dropped();
         Ok(Appended {
             stored: 0,
             dropped_new: batch.len() as u64,
-            evicted_old: evicted,
+            evicted_old: 0,
         })
     }
 
@@ -711,13 +784,14 @@ impl Queue {
     /// each time cost more than the work.
     fn without_fsync<T>(
         &mut self,
-        work: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+        work: impl FnMut(&mut Connection) -> Result<T, rusqlite::Error>,
     ) -> Result<T, QueueError> {
         let sync = |conn: &Connection, pragma: &str| conn.prepare_cached(pragma)?.execute([]);
         if self.opts.synchronous_full {
             sync(&self.conn, sql::SYNC_NORMAL).map_err(|e| self.err(e))?;
         }
-        let result = work(&mut self.conn);
+        // On a full disk: the reserve, and a checkpoint (see `room`).
+        let result = self.with_room(work);
         if self.opts.synchronous_full {
             sync(&self.conn, sql::SYNC_FULL).map_err(|e| self.err(e))?;
         }
@@ -833,7 +907,7 @@ impl Queue {
             tx.commit()?;
             Ok((freed.len() as u64, after))
         };
-        let (n, after) = run(&mut self.conn).map_err(|e| self.err(e))?;
+        let (n, after) = self.with_room(run).map_err(|e| self.err(e))?;
         self.bytes = after.bytes;
         self.reclaimable = after.reclaimable;
         Ok(n)
@@ -1162,28 +1236,6 @@ impl Freed {
     }
 }
 
-fn evict_oldest(
-    tx: &rusqlite::Transaction,
-    n: i64,
-    upto: i64,
-    released: i64,
-) -> Result<Freed, rusqlite::Error> {
-    let mut stmt = tx.prepare_cached(sql::EVICT_OLDEST)?;
-    let mut rows = stmt.query(params![n, upto])?;
-    let mut freed = Freed::default();
-    let mut last = released;
-    while let Some(r) = rows.next()? {
-        let id = r.get(0)?;
-        freed.add(id, r.get(1)?, released);
-        last = last.max(id);
-    }
-    drop(rows);
-    if last > released {
-        removed(tx, last)?;
-    }
-    Ok(freed)
-}
-
 /// Deletes the fewest oldest rows, up to id `upto`, that free at least `need` bytes (or all
 /// of them). Released rows are the oldest, so they go first.
 fn evict_for(
@@ -1393,3 +1445,6 @@ fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, 
         dead_discarded: meta(conn, "dead_discarded")?.max(0) as u64,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,12 +107,6 @@ pub const ANY_ABOVE: &str = "SELECT EXISTS (SELECT 1 FROM outbox WHERE id > ?1)"
 pub const ANY_UP_TO: &str = "SELECT EXISTS (SELECT 1 FROM outbox WHERE id <= ?1)";
 pub const MAX_ID: &str = "SELECT max(id) FROM outbox";
 pub const DELETE_RANGE: &str = "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2";
-/// The oldest rows up to id `?2`, released or not; returns each one's id and size.
-pub const EVICT_OLDEST: &str = concat!(
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id <= ?2 ORDER BY id LIMIT ?1)
-     RETURNING id, ",
-    row_bytes!()
-);
 /// Released rows, oldest first.
 pub const RECLAIM: &str = concat!(
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id <= ?1 ORDER BY id LIMIT ?2)
@@ -141,6 +135,9 @@ pub const META_PUT: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1,
 /// Copies what it can of the WAL into the file without waiting; returns (busy, frames in
 /// the WAL, frames copied).
 pub const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+/// Copies the whole WAL into the file, waiting for readers, so that the next write starts
+/// the WAL over instead of growing it (a full disk).
+pub const CHECKPOINT_RESTART: &str = "PRAGMA wal_checkpoint(RESTART)";
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const META_ADD: &str = "UPDATE meta SET value = value + ?2 WHERE key = ?1";

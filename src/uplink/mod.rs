@@ -979,7 +979,7 @@ async fn pump(
                     }
                     Ok((Err(e), unsaved, _)) => {
                         on_error(&e);
-                        error!(error = %e, "Queue delete failed; retrying in 1s.");
+                        warn!(error = %e, "Queue delete failed; the rows stay confirmed in memory, retrying in 1s.");
                         handle.flight().acked.extend(unsaved);
                         db_pause = Some(Instant::now() + Duration::from_secs(1));
                     }
