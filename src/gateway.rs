@@ -125,6 +125,19 @@ pub async fn run(
         damaged.clone(),
         handle_tx,
     ));
+    // The uplink ends only when cancelled; ended otherwise (a panic), the gateway would run
+    // on sending nothing: it stops with an error instead, and systemd restarts it.
+    let uplink_down = CancellationToken::new();
+    let uplink = {
+        let (down, cancel) = (uplink_down.clone(), uplink_cancel.clone());
+        tokio::spawn(async move {
+            let r = uplink.await;
+            if !cancel.is_cancelled() {
+                error!(error = ?r.as_ref().err(), "The uplink stopped; the gateway stops too.");
+                down.cancel();
+            }
+        })
+    };
     let house_cancel = CancellationToken::new();
     let house = tokio::spawn(housekeeping(
         config.clone(),
@@ -152,12 +165,14 @@ pub async fn run(
     let pipeline_result = tokio::select! {
         _ = shutdown.cancelled() => None,
         _ = damaged.cancelled() => None,
+        _ = uplink_down.cancelled() => None,
         r = &mut pipeline => match r {
             Ok(Ok(())) => {
                 info!("Every input has finished; forwarding the backlog until stopped.");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = damaged.cancelled() => {}
+                    _ = uplink_down.cancelled() => {}
                 }
                 Some(Ok(Ok(())))
             }
@@ -192,7 +207,9 @@ pub async fn run(
         );
     }
     // Last: a stop that lost nothing lets the next start skip the integrity check.
-    let stopped_well = matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled();
+    let stopped_well = matches!(pipeline_result, Ok(Ok(())))
+        && !damaged.is_cancelled()
+        && !uplink_down.is_cancelled();
     if stopped_well {
         let q = queue.clone();
         match crate::trips::spawn(move || lock(&q).mark_clean()).await {
@@ -223,6 +240,9 @@ pub async fn run(
             "the queue file {} is damaged; the next start checks it",
             config.queue_path().display()
         );
+    }
+    if uplink_down.is_cancelled() {
+        anyhow::bail!("the uplink stopped unexpectedly; unsent messages stay queued");
     }
     match pipeline_result {
         Ok(Ok(())) => Ok(()),

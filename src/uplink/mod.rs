@@ -106,7 +106,7 @@ pub async fn run(
     };
     let _ = ready.send(handle.clone()); // the caller may not want it
     let pump_cancel = cancel.child_token();
-    let pump = tokio::spawn(pump(
+    let mut pump = tokio::spawn(pump(
         cfg.clone(),
         handle.clone(),
         queue.clone(),
@@ -116,7 +116,16 @@ pub async fn run(
         damaged.clone(),
     ));
 
-    poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel).await;
+    tokio::select! {
+        _ = poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel) => {}
+        // The pump ends only when cancelled; ended otherwise (a panic), nothing would be
+        // sent again: the uplink returns, and the gateway stops with an error.
+        r = &mut pump, if !cancel.is_cancelled() => {
+            error!(error = ?r.err(), "The uplink's pump stopped; nothing can be sent.");
+            metrics.online.store(false, Relaxed);
+            return;
+        }
+    }
     pump_cancel.cancel();
     let _ = pump.await;
     say_goodbye(&cfg, &handle, &mut eventloop).await;
