@@ -116,18 +116,24 @@ pub async fn run(
         damaged.clone(),
     ));
 
-    tokio::select! {
-        _ = poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel) => {}
+    let pump_ended = tokio::select! {
+        _ = poll_until_cancelled(&cfg, &handle, &mut eventloop, &metrics, &cancel) => None,
+        r = &mut pump => Some(r),
+    };
+    match pump_ended {
+        None => {
+            pump_cancel.cancel();
+            let _ = pump.await;
+        }
         // The pump ends only when cancelled; ended otherwise (a panic), nothing would be
         // sent again: the uplink returns, and the gateway stops with an error.
-        r = &mut pump, if !cancel.is_cancelled() => {
+        Some(r) if !cancel.is_cancelled() => {
             error!(error = ?r.err(), "The uplink's pump stopped; nothing can be sent.");
             metrics.online.store(false, Relaxed);
             return;
         }
+        Some(_) => {}
     }
-    pump_cancel.cancel();
-    let _ = pump.await;
     say_goodbye(&cfg, &handle, &mut eventloop).await;
 
     let acked = std::mem::take(&mut handle.flight().acked);
@@ -318,7 +324,11 @@ async fn poll_until_cancelled(
                 drop(f);
                 metrics.online.store(false, Relaxed);
                 was_online = false;
-                trial = None;
+                // A planned end of a window that delivered proves the link as well.
+                if trial.take().is_some_and(|t| t.delivered) {
+                    backoff = cfg.backoff_min;
+                    flaps = 0;
+                }
                 if let Connection::OnDemand { flush_every } = cfg.connection {
                     let next = (window_start + flush_every).max(Instant::now());
                     let wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
