@@ -272,7 +272,7 @@ fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
                 .context("requeue needs the gateway stopped")?;
             let mut q = open_writer(&config)?;
             let ids = (!seq.is_empty()).then_some(seq.as_slice());
-            let new = q.requeue_dead(ids)?;
+            let new = q.requeue_dead(ids, Stamp::now().wall_ms)?;
             println!("requeued {} messages", new.len());
         }
         DeadCommand::Purge { config, seq, yes } => {

@@ -424,3 +424,54 @@ fn an_event_recorded_for_a_write_that_failed_is_not_matched_after_the_reconnect(
     assert!(!log.contains("Lost track of packet ids"), "{log}");
     assert!(!log.contains("collision"), "{log}");
 }
+
+/// Mosquitto's `message_size_limit` is not in its CONNACK; under MQTT 5 it answers a larger
+/// publish with PUBACK 0x95. A batch refused so is sent again in smaller parts, not
+/// dead-lettered; only a single reading larger than the limit becomes a dead letter.
+#[test]
+fn a_batch_refused_as_too_large_is_cut_and_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(
+        &dir.path().join("broker"),
+        crate::support::free_port(),
+        "message_size_limit 1500\n",
+    );
+    let sub = crate::support::mqtt5::Sub5::start(broker.port, "site/#", "t-0x95");
+    let mut pty = Pty::open();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &serial_config(
+            dir.path(),
+            &broker.url(),
+            &pty,
+            "protocol = \"5\"\n",
+            "[mqtt.batch]\nmax_readings = 100\nmax_delay = \"300ms\"\n\n",
+        )
+        .replace("keep_alive = \"2s\"", "keep_alive = \"5s\""),
+    );
+    gw.start();
+    gw.wait_log("Connected to the broker", LONG);
+    feed(&mut pty, 0, 200, None);
+    pty.line(&format!(
+        "{{\"n\": 9999, \"note\": \"{}\"}}",
+        "x".repeat(2000)
+    ));
+    wait_until("all 200 small readings arrive", LONG, || {
+        let mut n: Vec<i64> = sub
+            .readings("site/")
+            .iter()
+            .filter_map(|(v, _)| v["n"].as_i64())
+            .collect();
+        n.sort();
+        n.dedup();
+        n == (0..200).collect::<Vec<_>>()
+    });
+    wait_until("the large one is a dead letter", LONG, || {
+        stat(&gw, "dead") == 1 && stat(&gw, "pending") == 0
+    });
+    assert!(
+        gw.log().contains("sending it again in smaller parts"),
+        "{}",
+        gw.log()
+    );
+}

@@ -7,17 +7,15 @@
 //! deletes it from `outbox`, moves its bytes from `meta.bytes` to `meta.dead_bytes` and
 //! counts it in `meta.dead`. Dead letters keep their sequence number; the topic is kept
 //! as the bytes stored (it may not be UTF-8).
-//! **Invariant:** dead letters take at most a quarter of `max_size` (at least
-//! [`DEAD_MIN_ROOM`]); beyond it the oldest are discarded and counted in
-//! `meta.dead_discarded`. An operator lists, exports, requeues (under new sequence
-//! numbers, while no gateway runs) or purges them with `sensorgate queue dead`.
+//! **Invariant:** dead letters take at most an eighth of the room the size policy has
+//! (`max_size`), and count against it: `meta.bytes` plus `meta.dead_bytes` stays within
+//! it. Beyond their eighth the oldest are discarded and counted in `meta.dead_discarded`.
+//! An operator lists, exports, requeues (under new sequence numbers, stamped anew, while no
+//! gateway runs) or purges them with `sensorgate queue dead`.
 
 use super::ROW_OVERHEAD;
 use super::{any, meta, removed, sql, truncate_if_done, Accounting, Queue, QueueError, Reader};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-
-/// Dead letters may always take this much, whatever `max_size` is.
-pub const DEAD_MIN_ROOM: u64 = 2 << 20;
 
 /// A row moved to the dead letters by [`Queue::bury`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +52,7 @@ impl Queue {
     /// Moves the pending rows `ids` to the dead letters with `reason`. Rows already gone
     /// (confirmed, evicted, expired) are skipped.
     pub fn bury(&mut self, ids: &[i64], reason: &str, now_ms: i64) -> Result<Burial, QueueError> {
-        let room = (self.opts.max_size / 4).max(DEAD_MIN_ROOM);
+        let room = self.opts.max_size / 8;
         let run = |conn: &mut Connection| -> Result<(Burial, Accounting), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut burial = Burial::default();
@@ -105,8 +103,14 @@ impl Queue {
 
     /// Moves dead letters back to the outbox under new sequence numbers (all of them when
     /// `ids` is None). Only while no gateway writes the queue: its pipeline numbers new
-    /// rows itself. Returns the new sequence numbers.
-    pub fn requeue_dead(&mut self, ids: Option<&[i64]>) -> Result<Vec<i64>, QueueError> {
+    /// rows itself. They are stamped `now_ms` (synchronised): their age counts from the
+    /// operator's decision, and `max_age` does not remove them at once. Returns the new
+    /// sequence numbers.
+    pub fn requeue_dead(
+        &mut self,
+        ids: Option<&[i64]>,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, QueueError> {
         let run = |conn: &mut Connection| -> Result<Vec<i64>, rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let ids = match ids {
@@ -118,7 +122,7 @@ impl Queue {
             for id in ids {
                 let Some((seq, len)) = tx
                     .prepare_cached(sql::REQUEUE)?
-                    .query_row(params![id], |r| {
+                    .query_row(params![id, now_ms], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                     })
                     .optional()?
@@ -304,12 +308,13 @@ mod tests {
         let mut q = open(dir.path(), 64 << 20);
         push(&mut q, 3, 10);
         q.bury(&[1, 3], "refused", 5).unwrap();
-        let new = q.requeue_dead(Some(&[3])).unwrap();
+        let new = q.requeue_dead(Some(&[3]), 7).unwrap();
         assert_eq!(new, vec![4]);
         assert_eq!(q.next_id(), 5);
         let rows = q.fetch_after(0, 10).unwrap();
         assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 4]);
         assert_eq!(&*rows[1].topic, "t/2");
+        assert_eq!(rows[1].created_ms, 7, "stamped anew");
         assert_eq!(q.purge_dead(None).unwrap(), 1);
         let s = q.stats(5).unwrap();
         assert_eq!((s.pending, s.dead_held), (2, 0));
@@ -320,7 +325,7 @@ mod tests {
     fn dead_letters_keep_to_their_room_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut q = open(dir.path(), 8 << 20);
-        // Room is DEAD_MIN_ROOM (2 MiB): 40 rows of 100 KB do not fit.
+        // Room is an eighth of 8 MiB: 40 rows of 100 KB do not fit.
         push(&mut q, 40, 100_000);
         let ids: Vec<i64> = (1..=40).collect();
         let burial = q.bury(&ids, "too large", 5).unwrap();

@@ -65,7 +65,7 @@ mod sql;
 #[cfg(test)]
 mod state_tests;
 
-pub use dead::{Burial, Buried, DeadLetter, DEAD_MIN_ROOM};
+pub use dead::{Burial, Buried, DeadLetter};
 pub use files::{open_or_reset, read_clocks, read_oldest, read_stats};
 pub use lock::StateLock;
 pub use room::{accounted_limit, reserve_size, wal_budget};
@@ -603,6 +603,8 @@ impl Queue {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read, not cached: `sensorgate queue purge` may have changed it from outside.
         self.bytes = meta(&tx, "bytes")?.max(0) as u64;
+        // Dead letters share the room (within an eighth of it, see dead.rs).
+        let limit = limit.saturating_sub(meta(&tx, "dead_bytes")?.max(0) as u64);
         let mut bytes = self.bytes;
         let mut take = batch.len();
         let mut reclaimed = 0;

@@ -178,7 +178,7 @@ pub const DEAD_AFTER: &str = "SELECT id, topic, payload, qos, retain, created_ms
      FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2";
 /// A dead letter back into the outbox, under a new sequence number (AUTOINCREMENT).
 pub const REQUEUE: &str = "INSERT INTO outbox (topic, payload, qos, retain, created_ms)
-     SELECT CAST(topic AS TEXT), payload, qos, retain, created_ms FROM dead WHERE id = ?1
+     SELECT CAST(topic AS TEXT), payload, qos, retain, ?2 FROM dead WHERE id = ?1
      RETURNING id, octet_length(topic) + octet_length(payload)";
 pub const DEAD_DELETE: &str =
     "DELETE FROM dead WHERE id = ?1 RETURNING octet_length(topic) + octet_length(payload)";

@@ -20,10 +20,15 @@
 //!
 //! **Dead letters.** Rows that can never be delivered as they are (refused for good by an
 //! MQTT 5 broker, too large for it, unreadable) wait in `dead` until the pump moves them to
-//! the queue's dead-letter table. A broker that drops the connection while the same request
-//! is the oldest in flight, twice, gets that request's rows one at a time with nothing else
-//! in flight (a [`Suspect`] sent alone); if it drops the connection while a suspect row is
-//! alone in flight, that row is a dead letter. Nothing here is forgotten by a reset.
+//! the queue's dead-letter table. An MQTT 3.1.1 broker cannot say why it drops a client: a
+//! drop counts against the oldest request written and not acknowledged (a *strike*) only
+//! when the broker closed the socket within [`STRIKE_WINDOW`] of that write, no later
+//! request was acknowledged, and the next connection came up at the first attempt (a broker
+//! that restarts refuses connections for a while). Two strikes against the same request
+//! make its rows [`Suspect`]s, sent one at a time with nothing else in flight; a suspect
+//! row is condemned when the broker drops the connection with it alone in flight: once if
+//! the suspect request was that row alone, twice if it was a batch. Nothing here is
+//! forgotten by a reset.
 
 use crate::config::Qos;
 use crate::queue::Confirmed;
@@ -60,16 +65,24 @@ pub struct Condemned {
 /// Rows that were the oldest in flight when the broker dropped the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suspect {
-    /// The rows of that request not yet confirmed or condemned.
+    /// The rows of that request not yet confirmed, condemned or gone from the queue.
     pub ids: Vec<i64>,
-    /// Drops with them the oldest in flight.
+    /// Strikes against the request.
     pub strikes: u32,
     /// Sent one row at a time, with nothing else in flight.
     pub alone: bool,
+    /// The request was one row: condemned at its first drop alone.
+    pub single: bool,
+    /// Drops with each row alone in flight.
+    pub alone_drops: HashMap<i64, u32>,
 }
 
-/// Drops with the same request oldest in flight before its rows are sent alone.
+/// Strikes against the same request before its rows are sent alone.
 const STRIKES_BEFORE_ALONE: u32 = 2;
+
+/// A drop counts against the oldest request only this soon after it was written (a broker
+/// that refuses a packet closes the connection as soon as it has read it).
+pub const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Flight {
@@ -95,6 +108,14 @@ pub struct Flight {
     /// Rows that cannot be delivered, waiting to be moved to the dead-letter table.
     pub dead: Vec<Condemned>,
     pub suspect: Option<Suspect>,
+    /// The rows a drop counted against, until the next connection shows whether the
+    /// broker was up all along ([`Flight::confirm_strike`]).
+    pending_strike: Option<Vec<i64>>,
+    /// The newest request acknowledged on this connection.
+    last_acked_pos: Option<u64>,
+    /// A packet size limit learnt from an MQTT 5 refusal (0x95) of a batch: kept across
+    /// connections.
+    pub learned_max: Option<usize>,
 }
 
 impl Flight {
@@ -114,6 +135,9 @@ impl Flight {
             max_packet: crate::uplink::link::MAX_PACKET,
             dead: Vec::new(),
             suspect: None,
+            pending_strike: None,
+            last_acked_pos: None,
+            learned_max: None,
         }
     }
 
@@ -163,53 +187,82 @@ impl Flight {
         self.suspect.as_ref().is_some_and(|s| s.alone)
     }
 
-    /// The broker dropped the connection: the rows of the oldest request of rows written
-    /// and not acknowledged are suspects (messages of the gateway's own are not). Returns the row condemned when it was sent alone.
-    pub fn strike(&mut self) -> Option<i64> {
-        let rows = self
+    /// The broker closed the connection at `now`. Notes the rows of the oldest request of
+    /// rows written and not acknowledged, if it was written within [`STRIKE_WINDOW`] and no
+    /// later request was acknowledged; the next CONNACK decides ([`Flight::confirm_strike`]).
+    pub fn note_drop(&mut self, now: Instant) {
+        self.pending_strike = self
             .awaiting
             .values()
             .filter(|(_, rows, _)| !rows.is_empty())
             .min_by_key(|(pos, _, _)| *pos)
-            .map(|(_, rows, _)| rows.ids().to_vec())?;
+            .filter(|(pos, _, at)| {
+                self.last_acked_pos.is_none_or(|a| a < *pos)
+                    && now.saturating_duration_since(*at) <= STRIKE_WINDOW
+            })
+            .map(|(_, rows, _)| rows.ids().to_vec());
+    }
+
+    /// The connection failed before a CONNACK: the broker was not up, so the last drop was
+    /// not its choice.
+    pub fn forgive_drop(&mut self) {
+        self.pending_strike = None;
+    }
+
+    /// A CONNACK at the first attempt after a drop: the strike noted counts. Returns the row
+    /// condemned, if one was alone in flight and has struck out.
+    pub fn confirm_strike(&mut self) -> Option<i64> {
+        let rows = self.pending_strike.take()?;
         let first = *rows.first()?;
         match &mut self.suspect {
             Some(s) if s.alone && rows.len() == 1 && s.ids.contains(&first) => {
-                s.ids.retain(|id| *id != first);
-                let strikes = s.strikes + 1;
-                if s.ids.is_empty() {
-                    self.suspect = None;
+                let drops = s.alone_drops.entry(first).or_insert(0);
+                *drops += 1;
+                let drops = *drops;
+                if !s.single && drops < 2 {
+                    return None;
                 }
-                self.dead.push(Condemned {
-                    ids: vec![first],
-                    reason: format!(
-                        "the broker closed the connection {strikes} times while it was in flight, the last time alone"
+                let strikes = s.strikes + drops;
+                self.condemn(
+                    vec![first],
+                    format!(
+                        "the broker closed the connection {strikes} times while it was the oldest in flight, the last {drops} with it alone"
                     ),
-                });
+                );
                 Some(first)
             }
-            Some(s) if s.ids.first() == Some(&first) => {
+            Some(s) if s.ids.first() == Some(&first) && !s.alone => {
                 s.strikes += 1;
                 if s.strikes >= STRIKES_BEFORE_ALONE {
                     s.alone = true;
                 }
                 None
             }
+            Some(s) if s.alone => None,
             _ => {
                 self.suspect = Some(Suspect {
+                    single: rows.len() == 1,
                     ids: rows,
                     strikes: 1,
                     alone: false,
+                    alone_drops: HashMap::new(),
                 });
                 None
             }
         }
     }
 
-    /// Confirmed rows are no longer suspects.
-    fn clear_suspects(&mut self, confirmed: &Confirmed) {
+    /// Moves `ids` to the dead letters with `reason`; they are no longer suspects.
+    pub fn condemn(&mut self, ids: Vec<i64>, reason: String) {
+        self.forget_suspects(&ids);
+        self.dead.push(Condemned { ids, reason });
+    }
+
+    /// Rows that left the queue some other way (expired, evicted, condemned) are no
+    /// longer suspects.
+    pub fn forget_suspects(&mut self, gone: &[i64]) {
         if let Some(s) = &mut self.suspect {
-            s.ids.retain(|id| !confirmed.ids().contains(id));
+            s.ids.retain(|id| !gone.contains(id));
             if s.ids.is_empty() {
                 self.suspect = None;
             }
@@ -268,9 +321,32 @@ impl Flight {
         let (pos, rows, _) = self.awaiting.remove(&pkid)?;
         self.outstanding.remove(&pos);
         let n = rows.len();
-        self.clear_suspects(&rows);
+        self.forget_suspects(rows.ids());
+        self.last_acked_pos = self.last_acked_pos.max(Some(pos));
         self.acked.extend(rows);
         Some(n)
+    }
+
+    /// The rows of the oldest request of rows written and not acknowledged.
+    pub fn oldest_rows(&self) -> Option<Confirmed> {
+        self.awaiting
+            .values()
+            .filter(|(_, rows, _)| !rows.is_empty())
+            .min_by_key(|(pos, _, _)| *pos)
+            .map(|(_, rows, _)| rows.clone())
+    }
+
+    /// The rows the request awaiting `pkid` stands for.
+    pub fn rows_of(&self, pkid: u16) -> Option<&Confirmed> {
+        self.awaiting.get(&pkid).map(|(_, rows, _)| rows)
+    }
+
+    /// A broker refused a batch of `bytes` (topic and payloads) as too large: later
+    /// connections cut batches to half of it. Returns the new limit.
+    pub fn learn_limit(&mut self, bytes: u64) -> usize {
+        let limit = ((bytes / 2) as usize).clamp(128, self.max_packet.max(128));
+        self.learned_max = Some(self.learned_max.map_or(limit, |l| l.min(limit)));
+        limit
     }
 
     /// The broker refused `pkid` for good: its rows become dead letters. Returns how many
@@ -278,13 +354,10 @@ impl Flight {
     pub fn on_refused(&mut self, pkid: u16, reason: String) -> Option<usize> {
         let (pos, rows, _) = self.awaiting.remove(&pkid)?;
         self.outstanding.remove(&pos);
-        self.clear_suspects(&rows);
+        self.last_acked_pos = self.last_acked_pos.max(Some(pos));
         let n = rows.len();
         if n > 0 {
-            self.dead.push(Condemned {
-                ids: rows.ids().to_vec(),
-                reason,
-            });
+            self.condemn(rows.ids().to_vec(), reason);
         }
         Some(n)
     }
@@ -312,6 +385,7 @@ impl Flight {
         self.aliases.clear();
         self.alias_max = 0;
         self.max_packet = crate::uplink::link::MAX_PACKET;
+        self.last_acked_pos = None;
         self.epoch += 1;
     }
 }
@@ -319,6 +393,7 @@ impl Flight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const Q1: Qos = Qos::AtLeastOnce;
 
@@ -478,34 +553,50 @@ mod tests {
         assert_eq!(f.epoch, 1);
     }
 
+    /// One connection: rows 1 and 2 acknowledged, `head` (and after it 4) written and
+    /// not; then the broker closes the socket and the next CONNACK comes at once.
+    fn drop_with_head_in_flight(f: &mut Flight, head: &[i64], now: Instant) -> Option<i64> {
+        f.reset();
+        f.online = true;
+        for (pkid, id) in [(1, 1), (2, 2)] {
+            f.on_sent(row(id));
+            f.on_publish(pkid, now).unwrap();
+        }
+        if f.alone() {
+            f.on_puback(1);
+            f.on_puback(2);
+        }
+        f.on_sent(Item::Rows {
+            rows: confirmed(head),
+            qos: Q1,
+        });
+        f.on_publish(3, now).unwrap();
+        if !f.alone() {
+            f.on_sent(row(99));
+            f.on_publish(4, now).unwrap();
+        }
+        f.on_puback(1);
+        f.on_puback(2);
+        f.note_drop(now + Duration::from_millis(10));
+        f.reset();
+        f.confirm_strike()
+    }
+
     #[test]
     fn a_request_oldest_at_two_drops_goes_alone_and_is_condemned_at_the_third() {
         let now = Instant::now();
         let mut f = Flight::new(8);
-        let connect = |f: &mut Flight| {
-            f.reset();
-            f.online = true;
-        };
-        // Rows 1 and 2 acknowledged; 3 never is, and the broker drops the connection.
-        for _ in 0..2 {
-            connect(&mut f);
-            for (pkid, id) in [(1, 1), (2, 2), (3, 3), (4, 4)] {
-                f.on_sent(row(id));
-                f.on_publish(pkid, now).unwrap();
-            }
-            f.on_puback(1);
-            f.on_puback(2);
-            assert_eq!(f.strike(), None);
-        }
+        assert_eq!(drop_with_head_in_flight(&mut f, &[3], now), None);
+        assert!(!f.alone());
+        assert_eq!(drop_with_head_in_flight(&mut f, &[3], now), None);
         assert!(f.alone());
-        connect(&mut f);
+        f.online = true;
         f.on_sent(row(3));
         assert!(
             !f.can_send(),
             "nothing else goes while a suspect is in flight"
         );
-        f.on_publish(1, now).unwrap();
-        assert_eq!(f.strike(), Some(3));
+        assert_eq!(drop_with_head_in_flight(&mut f, &[3], now), Some(3));
         assert_eq!(f.dead.len(), 1);
         assert_eq!(f.dead[0].ids, vec![3]);
         assert!(f.suspect.is_none());
@@ -513,26 +604,73 @@ mod tests {
     }
 
     #[test]
-    fn a_suspect_acknowledged_alone_is_cleared() {
+    fn drops_the_broker_did_not_choose_are_no_strikes() {
         let now = Instant::now();
         let mut f = Flight::new(8);
-        f.suspect = Some(Suspect {
-            ids: vec![5],
-            strikes: 2,
-            alone: true,
-        });
+        // The broker was down after the drop (a restart): the next connect failed first.
+        for _ in 0..3 {
+            f.reset();
+            f.online = true;
+            f.on_sent(row(3));
+            f.on_publish(1, now).unwrap();
+            f.note_drop(now);
+            f.reset();
+            f.forgive_drop();
+            assert_eq!(f.confirm_strike(), None);
+        }
+        assert!(f.suspect.is_none());
+        // Written long before the drop (a link that died later), or a later request was
+        // acknowledged (the broker got past it): no strike either.
         f.online = true;
-        f.on_sent(row(5));
+        f.on_sent(row(3));
+        f.on_publish(1, now).unwrap();
+        f.note_drop(now + STRIKE_WINDOW + Duration::from_secs(1));
+        f.reset();
+        assert_eq!(f.confirm_strike(), None);
+        assert!(f.suspect.is_none());
+        f.online = true;
+        f.on_sent(row(3));
+        f.on_publish(1, now).unwrap();
+        f.on_sent(row(4));
+        f.on_publish(2, now).unwrap();
+        f.on_puback(2);
+        f.note_drop(now);
+        f.reset();
+        assert_eq!(f.confirm_strike(), None);
+        assert!(f.suspect.is_none());
+    }
+
+    #[test]
+    fn rows_of_a_suspect_batch_are_condemned_only_after_two_drops_alone() {
+        let now = Instant::now();
+        let mut f = Flight::new(8);
+        drop_with_head_in_flight(&mut f, &[3, 4, 5], now);
+        drop_with_head_in_flight(&mut f, &[3, 4, 5], now);
+        assert!(f.alone());
+        // Row 3 alone: one drop (a broker restart, say) is not enough...
+        assert_eq!(drop_with_head_in_flight(&mut f, &[3], now), None);
+        // ...it goes through on the next connection; row 4 is dropped alone twice.
+        f.online = true;
+        f.on_sent(row(3));
         f.on_publish(1, now).unwrap();
         f.on_puback(1);
+        assert_eq!(f.suspect.as_ref().unwrap().ids, vec![4, 5]);
+        assert_eq!(drop_with_head_in_flight(&mut f, &[4], now), None);
+        assert_eq!(drop_with_head_in_flight(&mut f, &[4], now), Some(4));
+        assert_eq!(f.suspect.as_ref().unwrap().ids, vec![5]);
+        assert!(f.alone());
+    }
+
+    #[test]
+    fn a_suspect_that_left_the_queue_ends_alone_mode() {
+        let now = Instant::now();
+        let mut f = Flight::new(8);
+        drop_with_head_in_flight(&mut f, &[3], now);
+        drop_with_head_in_flight(&mut f, &[3], now);
+        assert!(f.alone());
+        f.forget_suspects(&[3]);
+        assert!(!f.alone());
         assert!(f.suspect.is_none());
-        assert!(f.can_send());
-        // A drop with a different request oldest starts a new count.
-        f.on_sent(row(6));
-        f.on_publish(2, now).unwrap();
-        assert_eq!(f.strike(), None);
-        assert_eq!(f.suspect.as_ref().unwrap().ids, vec![6]);
-        assert_eq!(f.suspect.as_ref().unwrap().strikes, 1);
     }
 
     #[test]

@@ -177,6 +177,13 @@ pub struct LinkError {
     pub text: String,
     /// A certificate that does not verify, or credentials the broker refuses.
     pub needs_operator: bool,
+    /// The broker closed the connection (end of stream, reset, broken pipe): not a timeout,
+    /// a refused connect or a protocol error.
+    pub closed_by_peer: bool,
+    /// MQTT 5: a PUBACK whose reason code rumqttc 0.25 cannot read (0x95, packet too
+    /// large, is not in its table) ended the connection: the broker refused the oldest
+    /// message in flight (brokers acknowledge in order) with this code.
+    pub unread_refusal: Option<u8>,
 }
 
 // One event loop per uplink, never moved around: boxing the larger variant buys nothing.
@@ -284,6 +291,11 @@ impl EventLoop {
                     text: err.to_string(),
                     needs_operator: matches!(err, rumqttc::ConnectionError::ConnectionRefused(_))
                         || is_tls_failure(&err),
+                    closed_by_peer: matches!(
+                        err,
+                        rumqttc::ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted)
+                    ) || is_closed_by_peer(&err),
+                    unread_refusal: None,
                 }),
             },
             EventLoop::V5(e) => match e.inner.poll().await {
@@ -304,6 +316,16 @@ impl EventLoop {
                             v5::ConnectionError::ConnectionRefused(_)
                                 | v5::ConnectionError::MqttState(v5::StateError::ConnFail { .. })
                         ) || is_tls_failure(&err),
+                        closed_by_peer: matches!(
+                            err,
+                            v5::ConnectionError::MqttState(v5::StateError::ConnectionAborted)
+                        ) || is_closed_by_peer(&err),
+                        unread_refusal: match err {
+                            v5::ConnectionError::MqttState(v5::StateError::Deserialization(
+                                v5::mqttbytes::Error::InvalidConnectReturnCode(code),
+                            )) if !before_connack && code >= 0x80 => Some(code),
+                            _ => None,
+                        },
                     })
                 }
             },
@@ -429,6 +451,24 @@ fn v5_unspoken(e: &v5::ConnectionError) -> Option<&'static str> {
     }
 }
 
+/// Whether an I/O error in the chain says the peer closed or reset the connection.
+fn is_closed_by_peer(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Whether a connection failed in TLS: rumqttc reports a handshake failure either as its
 /// `Tls` error or, when the peer's alert arrives with the first MQTT read, as an I/O error
 /// wrapping rustls's error.
@@ -523,6 +563,26 @@ mod tests {
                 assert_eq!(out.packet_size(true), p5.size(), "v5 props {len} {qos:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_closed_socket_is_told_from_a_timeout() {
+        use std::io::{Error, ErrorKind};
+        let io = |k| rumqttc::ConnectionError::Io(Error::from(k));
+        assert!(is_closed_by_peer(&io(ErrorKind::ConnectionReset)));
+        assert!(is_closed_by_peer(&io(ErrorKind::BrokenPipe)));
+        assert!(!is_closed_by_peer(&io(ErrorKind::ConnectionRefused)));
+        assert!(!is_closed_by_peer(&io(ErrorKind::TimedOut)));
+        assert!(!is_closed_by_peer(
+            &rumqttc::ConnectionError::NetworkTimeout
+        ));
+        assert!(!is_closed_by_peer(&rumqttc::ConnectionError::MqttState(
+            rumqttc::StateError::AwaitPingResp
+        )));
+        let nested = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::Io(Error::from(ErrorKind::ConnectionReset)),
+        ));
+        assert!(is_closed_by_peer(&nested), "{nested}");
     }
 
     #[test]

@@ -223,8 +223,16 @@ async fn poll_until_cancelled(
                     f.max_packet = max_packet
                         .map_or(usize::MAX, |m| m as usize)
                         .min(cfg.max_message_size)
+                        .min(f.learned_max.unwrap_or(usize::MAX))
                         .min(link::MAX_PACKET);
                     f.online = true;
+                    // Up at the first attempt after a drop: the broker chose to drop us.
+                    if let Some(id) = f.confirm_strike() {
+                        debug!(
+                            seq = id,
+                            "The broker dropped the connection with this message alone in flight."
+                        );
+                    }
                     if let Connection::OnDemand { flush_every } = cfg.connection {
                         f.next_window = Some(SystemTime::now() + flush_every);
                     }
@@ -245,7 +253,7 @@ async fn poll_until_cancelled(
                 last_error = None;
                 metrics.online.store(true, Relaxed);
                 Metrics::add(&metrics.connects, 1);
-                if flaps == 0 {
+                if flaps < 2 {
                     info!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
                 } else {
                     debug!(broker = %format!("{}:{}", cfg.host, cfg.port), "Connected to the broker.");
@@ -272,22 +280,37 @@ async fn poll_until_cancelled(
                 if f.on_puback(pkid).is_some_and(|rows| rows > 0) {
                     Metrics::add(&metrics.acked, 1);
                     Metrics::add(&metrics.progress, 1);
+                    // A row delivered (the birth message alone proves little).
+                    if let Some(t) = trial.as_mut() {
+                        t.delivered = true;
+                    }
                 }
                 drop(f);
-                if let Some(t) = trial.as_mut() {
-                    t.delivered = true;
-                }
                 handle.wake.notify_one();
             }
             Ok(LinkEvent::PubAck {
                 pkid,
                 refused: Some(reason),
             }) if reason.is_permanent() => {
+                let mut f = handle.flight();
+                let batch = f.rows_of(pkid).filter(|r| r.len() > 1).map(|r| r.bytes());
+                if let Some(bytes) = batch.filter(|_| reason.code == 0x95) {
+                    // A batch too large for a broker that did not say its limit: cut
+                    // batches to half of it and send the rows again. Not a dead letter.
+                    let limit = f.learn_limit(bytes);
+                    warn!(pkid, reason = %reason, max_packet = limit, "Broker refused a batch as too large; sending it again in smaller parts.");
+                    forget(eventloop, &mut f);
+                    drop(f);
+                    metrics.online.store(false, Relaxed);
+                    was_online = false;
+                    trial = None;
+                    handle.wake.notify_one();
+                    continue;
+                }
                 // Sending it again cannot succeed: its rows become dead letters and
                 // nothing behind them waits. The connection itself is fine.
-                let rows = handle
-                    .flight()
-                    .on_refused(pkid, format!("the broker refused it: {reason}"));
+                let rows = f.on_refused(pkid, format!("the broker refused it: {reason}"));
+                drop(f);
                 if rows == Some(0) {
                     warn!(pkid, reason = %reason, "Broker refused a message of the gateway's own.");
                 }
@@ -342,11 +365,24 @@ async fn poll_until_cancelled(
             Err(e) => {
                 {
                     let mut f = handle.flight();
-                    // A broker that drops the connection while one message is in flight,
-                    // again and again, gets it alone, then gives it up (flight.rs).
-                    if f.online {
-                        if let Some(id) = f.strike() {
-                            debug!(seq = id, "The broker dropped the connection with this message alone in flight.");
+                    // An MQTT 3.1.1 broker that closes the connection while one message is
+                    // the oldest in flight, again and again, gets it alone, then gives it
+                    // up (flight.rs). MQTT 5 brokers say why instead.
+                    if f.online && e.closed_by_peer && cfg.protocol == Protocol::V311 {
+                        f.note_drop(now);
+                    } else if !f.online {
+                        f.forgive_drop();
+                    }
+                    // A refusal rumqttc could not read: as the same refusal read (above).
+                    if let (Some(code), Some(rows)) = (e.unread_refusal, f.oldest_rows()) {
+                        if code == 0x95 && rows.len() > 1 {
+                            let limit = f.learn_limit(rows.bytes());
+                            warn!(reason = code, max_packet = limit, "Broker refused a batch as too large; sending it again in smaller parts.");
+                        } else {
+                            f.condemn(
+                                rows.ids().to_vec(),
+                                format!("the broker refused it: 0x{code:02x}"),
+                            );
                         }
                     }
                     forget(eventloop, &mut f);
@@ -614,6 +650,43 @@ const DELETE_CHUNK: usize = 4096;
 /// rows are left to reclaim.
 type Deleting = Trip<(Result<usize, QueueError>, Confirmed, bool)>;
 
+/// Dead letters are logged one by one up to [`DeadLog::PER_MINUTE`] a minute, then counted
+/// and summed up: a denied topic at 10 readings a second must not flood the journal.
+#[derive(Debug, Default)]
+struct DeadLog {
+    since: Option<Instant>,
+    logged: u32,
+    quiet: u64,
+    /// Failed burials in a row.
+    failures: u32,
+}
+
+impl DeadLog {
+    const PER_MINUTE: u32 = 10;
+
+    /// Whether to log this one; says how many went unlogged in the last minute.
+    fn log_one(&mut self, now: Instant) -> bool {
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            if self.quiet > 0 {
+                error!(count = self.quiet, "More messages moved to the dead letters in the last minute (sensorgate queue dead list).");
+            }
+            *self = DeadLog {
+                since: Some(now),
+                failures: self.failures,
+                ..DeadLog::default()
+            };
+        }
+        self.logged += 1;
+        if self.logged > Self::PER_MINUTE {
+            self.quiet += 1;
+        }
+        self.logged <= Self::PER_MINUTE
+    }
+}
+
 /// A read ahead on a SQLite thread (on the pump's own connection when it has one).
 type Reading = Trip<(Option<Reader>, Result<Fetched, QueueError>)>;
 
@@ -625,6 +698,7 @@ type Burying = Trip<Result<Vec<(Condemned, Burial)>, (QueueError, Vec<Condemned>
 /// asked for, and under which connection.
 struct ReadPlan {
     fresh: bool,
+    after: i64,
     end: i64,
     want: usize,
     epoch: u64,
@@ -695,6 +769,10 @@ async fn pump(
     let mut reclaim_left = true;
     let mut reading: Option<(Reading, (ReadPlan, u64))> = None;
     let mut burying: Option<(Burying, u64)> = None;
+    // The rows that trip is burying.
+    let mut burying_ids: Vec<i64> = Vec::new();
+    // Dead letters logged one by one in the current minute, and those only counted.
+    let mut dead_log = DeadLog::default();
     // After a failed trip, no new one before this.
     let mut db_pause: Option<Instant> = None;
     loop {
@@ -739,12 +817,9 @@ async fn pump(
             // Nothing is read before the connection is up and the backlog's end (`split`) is
             // fixed: a read before it would put backlog rows among the fresh ones.
             let want_read = split_taken && room > 0 && (fresh_cursor < last || old_cursor < split);
-            // Confirmed rows and dead letters must be gone before the queue is read again
-            // from the start.
-            let deletes_pending = deleting.is_some()
-                || !f.acked.is_empty()
-                || burying.is_some()
-                || !f.dead.is_empty();
+            // Confirmed rows must be gone before the queue is read again from the start
+            // (rows on their way to the dead letters are skipped when read).
+            let deletes_pending = deleting.is_some() || !f.acked.is_empty();
             let read = (db_ready && want_read && reading.is_none() && !(reread && deletes_pending))
                 .then(|| {
                     let room = room.min(READ_CHUNK);
@@ -755,6 +830,7 @@ async fn pump(
                             i64::MAX,
                             ReadPlan {
                                 fresh: true,
+                                after: fresh_cursor,
                                 end: last,
                                 want: room,
                                 epoch,
@@ -766,6 +842,7 @@ async fn pump(
                             split,
                             ReadPlan {
                                 fresh: false,
+                                after: old_cursor,
                                 end: split,
                                 want: room,
                                 epoch,
@@ -797,10 +874,16 @@ async fn pump(
                 let force = on_demand || fresh.len() + old.len() >= read_ahead;
                 // A suspect goes one row at a time (see flight.rs).
                 let per = if f.alone() { 1 } else { per_message };
-                let Some(mut rows) = fresh
-                    .next(per, now, force)
-                    .or_else(|| old.next(per, now, force))
-                else {
+                // Suspects are the oldest rows: with them alone, the backlog goes first.
+                let next = if f.alone() {
+                    old.next(per, now, force)
+                        .or_else(|| fresh.next(per, now, force))
+                } else {
+                    fresh
+                        .next(per, now, force)
+                        .or_else(|| old.next(per, now, force))
+                };
+                let Some(mut rows) = next else {
                     break;
                 };
                 if let Some(p) = pacer.as_mut() {
@@ -822,10 +905,7 @@ async fn pump(
                         unshift(&mut fresh, &mut old, split, rest);
                         continue;
                     }
-                    f.dead.push(Condemned {
-                        ids: vec![rows[0].row.id],
-                        reason: why,
-                    });
+                    f.condemn(vec![rows[0].row.id], why);
                     rows.clear();
                     break (out, item);
                 };
@@ -941,6 +1021,7 @@ async fn pump(
         if burying.is_none() && db_pause.is_none_or(|t| Instant::now() >= t) {
             let dead = std::mem::take(&mut handle.flight().dead);
             if !dead.is_empty() {
+                burying_ids = dead.iter().flat_map(|c| c.ids.iter().copied()).collect();
                 let q = queue.clone();
                 let task = crate::trips::spawn(move || {
                     let mut q = lock(&q);
@@ -1046,37 +1127,68 @@ async fn pump(
                 };
                 let now = Instant::now();
                 let now_ms = crate::service::now_ms() as i64;
-                for row in fetched.rows {
-                    ahead.push(row, now, now_ms, max_delay);
+                let mut f = handle.flight();
+                // Suspects this read should have met and did not are gone from the queue
+                // (expired, evicted, purged): no reason to stay alone any more.
+                if let Some(s) = &f.suspect {
+                    let hi = *cursor;
+                    let gone: Vec<i64> = s
+                        .ids
+                        .iter()
+                        .copied()
+                        .filter(|id| *id > plan.after && *id <= hi)
+                        .filter(|id| {
+                            !fetched.rows.iter().any(|r| r.id == *id)
+                                && !fetched.unreadable.iter().any(|u| u.0 == *id)
+                        })
+                        .collect();
+                    f.forget_suspects(&gone);
                 }
-                if !fetched.unreadable.is_empty() {
-                    let mut f = handle.flight();
-                    for (id, e) in fetched.unreadable {
-                        f.dead.push(Condemned {
-                            ids: vec![id],
-                            reason: format!("it cannot be read back from the queue: {e}"),
-                        });
+                // Rows on their way to the dead letters are not sent again.
+                let condemned: std::collections::HashSet<i64> = f
+                    .dead
+                    .iter()
+                    .flat_map(|c| c.ids.iter().copied())
+                    .chain(burying_ids.iter().copied())
+                    .collect();
+                for row in fetched.rows {
+                    if !condemned.contains(&row.id) {
+                        ahead.push(row, now, now_ms, max_delay);
+                    }
+                }
+                for (id, e) in fetched.unreadable {
+                    if !condemned.contains(&id) {
+                        f.condemn(vec![id], format!("it cannot be read back from the queue: {e}"));
                     }
                 }
             }
             done = finished(&mut burying) => {
                 burying = None;
+                burying_ids.clear();
                 match done {
                     Ok(Ok(done)) => {
                         for (c, b) in done {
                             for row in &b.buried {
-                                error!(seq = row.id, topic = %row.topic, bytes = row.bytes, reason = %c.reason, "Message cannot be delivered; moved to the dead letters (sensorgate queue dead).");
+                                if dead_log.log_one(Instant::now()) {
+                                    error!(seq = row.id, topic = %row.topic, bytes = row.bytes, reason = %c.reason, "Message cannot be delivered; moved to the dead letters (sensorgate queue dead).");
+                                }
                             }
                             Metrics::add(&metrics.dead, b.buried.len() as u64);
                             if b.discarded > 0 {
                                 error!(discarded = b.discarded, "Dead letters over their room; the oldest were discarded.");
                             }
                         }
+                        dead_log.failures = 0;
                         Metrics::add(&metrics.progress, 1);
                     }
                     Ok(Err((e, rest))) => {
                         on_error(&e);
-                        error!(error = %e, "Could not move messages to the dead letters; retrying in 1s.");
+                        if dead_log.failures == 0 {
+                            error!(error = %e, "Could not move messages to the dead letters; they are not sent, retrying every second.");
+                        } else {
+                            debug!(error = %e, "Could not move messages to the dead letters.");
+                        }
+                        dead_log.failures += 1;
                         handle.flight().dead.extend(rest);
                         db_pause = Some(Instant::now() + Duration::from_secs(1));
                     }
