@@ -53,6 +53,7 @@ use plan::Fault;
 use procs::{Broker, Gateway, Subscriber};
 use report::{Done, Outcome, Samples};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -342,10 +343,10 @@ fn run(args: Args) -> bool {
     for s in &mut sensors {
         s.finish();
     }
-    let written: u64 = sensors
+    let written: Vec<u64> = sensors
         .iter()
         .map(|s| s.written.load(Ordering::SeqCst))
-        .sum();
+        .collect();
     let poison_written = sensors[0].poison_written.load(Ordering::SeqCst);
     let drained = drain(&gateway);
     stop_sampler.store(true, Ordering::SeqCst);
@@ -355,34 +356,49 @@ fn run(args: Args) -> bool {
     let exit = gateway.terminate(Duration::from_secs(10));
     settle(&sub);
     let tally = sub.tally.lock().unwrap();
-    let dead_held = gateway
+    // Dead letters held, by reading: (input, n), input None for a poison one.
+    let dead: HashSet<(Option<usize>, u64)> = gateway
         .dead_letters()
         .iter()
-        .fold((0, 0, 0), |(p, n, d), dead| {
-            let payload: Value = dead["payload"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(Value::Null);
+        .filter_map(|dead| {
+            let payload: Value = serde_json::from_str(dead["payload"].as_str()?).ok()?;
             let input = dead["topic"]
-                .as_str()
-                .and_then(|t| t.strip_prefix(TOPIC_PREFIX))
+                .as_str()?
+                .strip_prefix(TOPIC_PREFIX)
                 .and_then(|t| INPUTS.iter().position(|i| *i == t));
-            match (payload["poison"].as_bool(), input, payload["n"].as_u64()) {
-                (Some(true), _, _) => (p + 1, n, d),
-                (_, Some(i), Some(k)) if tally.seen_once_or_more(i, k) => (p, n + 1, d + 1),
-                _ => (p, n + 1, d),
-            }
-        });
+            let poison = payload["poison"].as_bool() == Some(true);
+            Some(((!poison).then_some(input?), payload["n"].as_u64()?))
+        })
+        .collect();
+    let poison_dead = dead.iter().filter(|(i, _)| i.is_none()).count() as u64;
+    let normal_dead = dead.len() as u64 - poison_dead;
+    let delivered_dead = dead
+        .iter()
+        .filter(|(i, n)| i.is_some_and(|i| tally.seen_once_or_more(i, *n)))
+        .count() as u64;
+    // Readings neither seen nor held as dead letters: those dropped by policy, if nothing
+    // was lost and nothing was both dropped and delivered.
+    let missing = (0..poison_written)
+        .filter(|n| !dead.contains(&(None, *n)))
+        .count() as u64
+        + (0..INPUTS.len())
+            .map(|i| {
+                (0..written[i])
+                    .filter(|n| !tally.seen_once_or_more(i, *n) && !dead.contains(&(Some(i), *n)))
+                    .count() as u64
+            })
+            .sum::<u64>();
     let outcome = Outcome {
         minutes: args.minutes,
         seed: args.seed,
-        normal: written,
+        normal: written.iter().sum(),
         poison: poison_written,
         delivered: tally.unique(),
         messages: tally.messages,
         poison_delivered: tally.poison,
         stats: gateway.stats().unwrap_or(Value::Null),
-        dead_held,
+        dead_held: (poison_dead, normal_dead, delivered_dead),
+        missing,
         done,
         samples,
         up,

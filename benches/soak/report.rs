@@ -42,6 +42,8 @@ pub struct Outcome {
     pub stats: Value,
     /// Dead letters held: (poison, normal, normal ones the subscriber also received).
     pub dead_held: (u64, u64, u64),
+    /// Readings neither received nor held as dead letters.
+    pub missing: u64,
     pub done: Done,
     pub samples: Samples,
     pub up: Duration,
@@ -124,6 +126,11 @@ impl Outcome {
             "unaccounted (must be 0)",
             self.unaccounted().to_string(),
             "= expected - delivered - dead - dropped".into(),
+        );
+        row(
+            "neither delivered nor dead-lettered",
+            self.missing.to_string(),
+            "= dropped, unless a reading was dropped and delivered".into(),
         );
         row(
             "poison delivered (must be 0)",
