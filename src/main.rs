@@ -207,28 +207,39 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     match command {
         QueueCommand::Stats { config, json } => {
             let config = Config::load(&config.config)?;
             let path = existing_queue(&config)?;
             let stats = queue::read_stats(&path, Stamp::now().wall_ms)?;
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&stats)?)?;
             } else {
-                println!("queue        {}", path.display());
-                println!("pending      {}", stats.pending);
-                println!("bytes        {}", stats.bytes);
-                println!("reclaimable  {}", stats.reclaimable_bytes);
-                println!("oldest_age_s {:.1}", stats.oldest_age_s);
-                println!(
+                writeln!(std::io::stdout(), "queue        {}", path.display())?;
+                writeln!(std::io::stdout(), "pending      {}", stats.pending)?;
+                writeln!(std::io::stdout(), "bytes        {}", stats.bytes)?;
+                writeln!(
+                    std::io::stdout(),
+                    "reclaimable  {}",
+                    stats.reclaimable_bytes
+                )?;
+                writeln!(std::io::stdout(), "oldest_age_s {:.1}", stats.oldest_age_s)?;
+                writeln!(
+                    std::io::stdout(),
                     "dropped      {} ({} full, {} expired)",
-                    stats.dropped, stats.dropped_full, stats.expired
-                );
-                println!("last_seq     {}", stats.last_seq);
-                println!(
+                    stats.dropped,
+                    stats.dropped_full,
+                    stats.expired
+                )?;
+                writeln!(std::io::stdout(), "last_seq     {}", stats.last_seq)?;
+                writeln!(
+                    std::io::stdout(),
                     "dead         {} ({} held, {} discarded)",
-                    stats.dead, stats.dead_held, stats.dead_discarded
-                );
+                    stats.dead,
+                    stats.dead_held,
+                    stats.dead_discarded
+                )?;
             }
         }
         QueueCommand::Dead { command } => dead_command(command)?,
@@ -247,7 +258,7 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                 sensorgate::gateway::queue_options(&config),
             )?;
             let n = q.purge()?;
-            println!("purged {n} messages");
+            writeln!(std::io::stdout(), "purged {n} messages")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -273,7 +284,7 @@ fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
             let mut q = open_writer(&config)?;
             let ids = (!seq.is_empty()).then_some(seq.as_slice());
             let new = q.requeue_dead(ids, Stamp::now().wall_ms)?;
-            println!("requeued {} messages", new.len());
+            writeln!(std::io::stdout(), "requeued {} messages", new.len())?;
         }
         DeadCommand::Purge { config, seq, yes } => {
             let config = Config::load(&config.config)?;
@@ -282,7 +293,11 @@ fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
             }
             let mut q = open_writer(&config)?;
             let ids = (!seq.is_empty()).then_some(seq.as_slice());
-            println!("purged {} dead letters", q.purge_dead(ids)?);
+            writeln!(
+                std::io::stdout(),
+                "purged {} dead letters",
+                q.purge_dead(ids)?
+            )?;
         }
     }
     std::io::stdout().flush()?;

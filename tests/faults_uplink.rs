@@ -306,6 +306,22 @@ fn a_row_that_cannot_be_read_back_is_a_dead_letter() {
             .contains("cannot be read back"),
         "{d}"
     );
+    // The queue commands into a full stdout: an error, not a panic (exit 101).
+    for args in [
+        &["queue", "stats"][..],
+        &["queue", "dead", "list"],
+        &["queue", "stats", "--json"],
+    ] {
+        let status = std::process::Command::new(crate::support::gateway::BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&gw.config)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}");
+    }
 }
 
 /// A broker that accepts the connection and drops it at once: the backoff keeps growing
