@@ -216,30 +216,23 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&stats)?)?;
             } else {
-                writeln!(std::io::stdout(), "queue        {}", path.display())?;
-                writeln!(std::io::stdout(), "pending      {}", stats.pending)?;
-                writeln!(std::io::stdout(), "bytes        {}", stats.bytes)?;
-                writeln!(
-                    std::io::stdout(),
-                    "reclaimable  {}",
-                    stats.reclaimable_bytes
-                )?;
-                writeln!(std::io::stdout(), "oldest_age_s {:.1}", stats.oldest_age_s)?;
-                writeln!(
-                    std::io::stdout(),
-                    "dropped      {} ({} full, {} expired)",
+                write_stdout(&format!(
+                    "queue        {}\npending      {}\nbytes        {}\nreclaimable  {}\n\
+                     oldest_age_s {:.1}\ndropped      {} ({} full, {} expired)\n\
+                     last_seq     {}\ndead         {} ({} held, {} discarded)\n",
+                    path.display(),
+                    stats.pending,
+                    stats.bytes,
+                    stats.reclaimable_bytes,
+                    stats.oldest_age_s,
                     stats.dropped,
                     stats.dropped_full,
-                    stats.expired
-                )?;
-                writeln!(std::io::stdout(), "last_seq     {}", stats.last_seq)?;
-                writeln!(
-                    std::io::stdout(),
-                    "dead         {} ({} held, {} discarded)",
+                    stats.expired,
+                    stats.last_seq,
                     stats.dead,
                     stats.dead_held,
                     stats.dead_discarded
-                )?;
+                ))?;
             }
         }
         QueueCommand::Dead { command } => dead_command(command)?,

@@ -56,60 +56,30 @@ fn stat(gw: &Gateway, key: &str) -> u64 {
     gw.stats().and_then(|s| s[key].as_u64()).unwrap_or(0)
 }
 
-/// MQTT 3.1.1 cannot say how large a packet the broker takes: Mosquitto with
-/// `max_packet_size 200` drops the connection on the 300-byte message. The gateway sends it
-/// alone after two such drops, and after a third gives it up as a dead letter; every other
-/// reading arrives.
-#[test]
-fn a_message_the_broker_drops_the_connection_for_becomes_a_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start_with(
-        &dir.path().join("broker"),
-        crate::support::free_port(),
-        "max_packet_size 200\n",
-    );
-    let sub = Subscriber::start(broker.port, "site/#", "t-dead-v4");
-    let mut pty = Pty::open();
-    let mut gw = Gateway::new(
-        dir.path(),
-        &serial_config(dir.path(), &broker.url(), &pty, "", ""),
-    );
-    gw.start();
-    gw.wait_log("Connected to the broker", LONG);
-    feed(&mut pty, 0, 40, Some(&big_line()));
-    wait_until("all 40 small readings arrive", LONG, || {
-        numbers(&sub).len() == 40
-    });
-    wait_until("the large one is a dead letter", LONG, || {
-        stat(&gw, "dead") == 1
-    });
-    wait_until("nothing is pending", LONG, || stat(&gw, "pending") == 0);
-    assert!(!numbers(&sub).contains(&9999));
-    gw.wait_log("moved to the dead letters", LONG);
-    let (code, list, _) = gw.cli(&["queue", "dead", "list"]);
-    assert_eq!(code, 0);
-    assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(list.contains("site/gw/wx"), "{list}");
-    // Readings after it are not held up either.
-    feed(&mut pty, 100, 10, None);
-    wait_until("later readings arrive", LONG, || numbers(&sub).len() == 50);
+/// What [`one_message_too_large`] leaves running.
+struct Case {
+    _dir: tempfile::TempDir,
+    _broker: Broker,
+    sub: Subscriber,
+    pty: Pty,
+    gw: Gateway,
 }
 
-/// Under MQTT 5 Mosquitto's CONNACK says how large a packet it takes: the message that
-/// cannot fit is a dead letter before it is sent, and the connection never drops.
-#[test]
-fn mqtt5_learns_the_maximum_packet_size_from_the_connack() {
+/// Mosquitto with `max_packet_size 200`, the gateway speaking `mqtt` (extra `[mqtt]` keys),
+/// and 40 small readings with one of 300 bytes among them: returns once the 40 arrived and
+/// the large one is a dead letter.
+fn one_message_too_large(mqtt: &str, sub_id: &str) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_with(
         &dir.path().join("broker"),
         crate::support::free_port(),
         "max_packet_size 200\n",
     );
-    let sub = Subscriber::start(broker.port, "site/#", "t-dead-v5");
+    let sub = Subscriber::start(broker.port, "site/#", sub_id);
     let mut pty = Pty::open();
     let mut gw = Gateway::new(
         dir.path(),
-        &serial_config(dir.path(), &broker.url(), &pty, "protocol = \"5\"\n", "")
+        &serial_config(dir.path(), &broker.url(), &pty, mqtt, "")
             .replace("keep_alive = \"2s\"", "keep_alive = \"5s\""),
     );
     gw.start();
@@ -121,7 +91,43 @@ fn mqtt5_learns_the_maximum_packet_size_from_the_connack() {
     wait_until("the large one is a dead letter", LONG, || {
         stat(&gw, "dead") == 1
     });
-    let log = gw.log();
+    Case {
+        _dir: dir,
+        _broker: broker,
+        sub,
+        pty,
+        gw,
+    }
+}
+
+/// MQTT 3.1.1 cannot say how large a packet the broker takes: Mosquitto with
+/// `max_packet_size 200` drops the connection on the 300-byte message. The gateway sends it
+/// alone after two such drops, and after a third gives it up as a dead letter; every other
+/// reading arrives.
+#[test]
+fn a_message_the_broker_drops_the_connection_for_becomes_a_dead_letter() {
+    let mut case = one_message_too_large("", "t-dead-v4");
+    let (sub, gw) = (&case.sub, &case.gw);
+    wait_until("nothing is pending", LONG, || stat(gw, "pending") == 0);
+    assert!(!numbers(sub).contains(&9999));
+    gw.wait_log("moved to the dead letters", LONG);
+    let (code, list, _) = gw.cli(&["queue", "dead", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains("site/gw/wx"), "{list}");
+    // Readings after it are not held up either.
+    feed(&mut case.pty, 100, 10, None);
+    wait_until("later readings arrive", LONG, || {
+        numbers(&case.sub).len() == 50
+    });
+}
+
+/// Under MQTT 5 Mosquitto's CONNACK says how large a packet it takes: the message that
+/// cannot fit is a dead letter before it is sent, and the connection never drops.
+#[test]
+fn mqtt5_learns_the_maximum_packet_size_from_the_connack() {
+    let case = one_message_too_large("protocol = \"5\"\n", "t-dead-v5");
+    let log = case.gw.log();
     assert_eq!(
         log.matches("Connected to the broker").count(),
         1,
