@@ -52,16 +52,17 @@ pub fn stop_if_damaged(e: &queue::QueueError, damaged: &CancellationToken) {
 }
 
 /// Runs the gateway until `shutdown` fires. `on_ready` is called once the queue is open and
-/// the inputs started (systemd's READY=1).
+/// the inputs started (systemd's READY=1). The caller holds `state_dir`'s lock, taken before
+/// the queue is opened (and perhaps moved aside) and kept across reloads: one gateway per
+/// state_dir, with no moment in a reload when another process could take it.
 pub async fn run(
     config: Config,
+    _lock: &queue::StateLock,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     // The origin of the time since boot (uptime, read once), before any reading is stamped.
     crate::reading::mono_ms(std::time::Instant::now());
-    // Before the queue is opened (and perhaps moved aside): one gateway per state_dir.
-    let _lock = queue::StateLock::take(&config.gateway.state_dir)?;
     let queue: SharedQueue = Arc::new(Mutex::new(open_queue(&config)?));
     let metrics = Arc::new(Metrics::default());
     // No count of the pending rows here: it reads every page of the table (seconds for a

@@ -168,10 +168,12 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
             reload_tx,
         ));
+        // Held across reloads (a reload cannot change state_dir).
+        let lock = queue::StateLock::take(&config.gateway.state_dir)?;
         let mut config = config;
         loop {
             let round = shutdown.child_token();
-            let run = sensorgate::gateway::run(config.clone(), round.clone(), ready);
+            let run = sensorgate::gateway::run(config.clone(), &lock, round.clone(), ready);
             tokio::pin!(run);
             let next = tokio::select! {
                 r = &mut run => return r,
