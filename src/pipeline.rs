@@ -43,6 +43,19 @@ struct Committer {
     metrics: Arc<Metrics>,
     in_flight: Option<Trip<Done>>,
     spare: Vec<NewMessage>,
+    /// Drops by the size policy not logged yet (refused new, evicted old), and when the
+    /// last line was: one line a minute while the queue stays full, not one a commit.
+    unlogged: (u64, u64),
+    last_logged: Option<Instant>,
+}
+
+/// How often drops by the size policy are summed up in the log while they go on.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.log_drops();
+    }
 }
 
 impl Committer {
@@ -55,11 +68,14 @@ impl Committer {
         let appended = result?;
         let lost = appended.dropped_new + appended.evicted_old;
         if lost > 0 {
-            error!(
-                refused_new = appended.dropped_new,
-                evicted_old = appended.evicted_old,
-                "Queue full: messages dropped by the size policy."
-            );
+            self.unlogged.0 += appended.dropped_new;
+            self.unlogged.1 += appended.evicted_old;
+            if self
+                .last_logged
+                .is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY)
+            {
+                self.log_drops();
+            }
             Metrics::add(&self.metrics.dropped, lost);
         }
         if appended.stored > 0 {
@@ -68,6 +84,18 @@ impl Committer {
             self.committed.send_replace(last_id);
         }
         Ok(())
+    }
+
+    /// Logs the drops not logged yet, if any.
+    fn log_drops(&mut self) {
+        let (refused_new, evicted_old) = std::mem::take(&mut self.unlogged);
+        if refused_new + evicted_old > 0 {
+            error!(
+                refused_new,
+                evicted_old, "Queue full: messages dropped by the size policy."
+            );
+            self.last_logged = Some(Instant::now());
+        }
     }
 
     /// Waits for the commit in flight, if any, and reports it.
@@ -130,6 +158,8 @@ pub async fn run(
         metrics: metrics.clone(),
         in_flight: None,
         spare: Vec::with_capacity(commit.every),
+        unlogged: (0, 0),
+        last_logged: None,
     };
     let mut deadline: Option<Instant> = None;
     let mut inbox: Vec<Reading> = Vec::with_capacity(256);
