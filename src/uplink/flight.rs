@@ -192,10 +192,7 @@ impl Flight {
     /// later request was acknowledged; the next CONNACK decides ([`Flight::confirm_strike`]).
     pub fn note_drop(&mut self, now: Instant) {
         self.pending_strike = self
-            .awaiting
-            .values()
-            .filter(|(_, rows, _)| !rows.is_empty())
-            .min_by_key(|(pos, _, _)| *pos)
+            .oldest_written()
             .filter(|(pos, _, at)| {
                 self.last_acked_pos.is_none_or(|a| a < *pos)
                     && now.saturating_duration_since(*at) <= STRIKE_WINDOW
@@ -329,11 +326,16 @@ impl Flight {
 
     /// The rows of the oldest request of rows written and not acknowledged.
     pub fn oldest_rows(&self) -> Option<Confirmed> {
+        self.oldest_written().map(|(_, rows, _)| rows.clone())
+    }
+
+    /// The oldest request of rows written and not acknowledged (messages of the gateway's
+    /// own are left out): its position, rows and when it was written.
+    fn oldest_written(&self) -> Option<&(u64, Confirmed, Instant)> {
         self.awaiting
             .values()
             .filter(|(_, rows, _)| !rows.is_empty())
             .min_by_key(|(pos, _, _)| *pos)
-            .map(|(_, rows, _)| rows.clone())
     }
 
     /// The rows the request awaiting `pkid` stands for.
