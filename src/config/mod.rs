@@ -343,9 +343,24 @@ impl Config {
                 }),
             });
         }
+        // One [[ble]] per adapter: two scans of one adapter would stop each other's.
+        let mut adapters: Vec<(Option<&str>, usize)> = Vec::new();
         for (i, b) in raw.ble.iter().enumerate() {
             let name = check_name(&b.name, &format!("ble[{i}].name"))?;
             let (route, ble) = ble::validate(cx, i, b)?;
+            let adapter = b.adapter.as_ref().map(|a| a.get_ref().as_str());
+            if let Some((_, j)) = adapters.iter().find(|(a, _)| *a == adapter) {
+                let what =
+                    adapter.map_or("the first adapter".to_string(), |a| format!("adapter {a}"));
+                let reason = format!(
+                    "ble[{j}] already scans {what}; list the devices of both in one [[ble]], or name another adapter"
+                );
+                return Err(match &b.adapter {
+                    Some(a) => cx.at(a, &format!("ble[{i}].adapter"), &reason),
+                    None => cx.at(&b.name, &format!("ble[{i}].name"), &reason),
+                });
+            }
+            adapters.push((adapter, i));
             // A device without an alias is named by its address (17 characters).
             let device = ble
                 .devices
