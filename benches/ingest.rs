@@ -11,7 +11,7 @@ use rusqlite::{params, Connection};
 use sensorgate::config::{Config, WhenFull};
 use sensorgate::mapping::Mapper;
 use sensorgate::metrics::Metrics;
-use sensorgate::pipeline::{self, GroupCommit};
+use sensorgate::pipeline::{self, GroupCommit, Routing};
 use sensorgate::queue::{Queue, QueueOptions};
 use sensorgate::reading::{Reading, Stamp};
 use std::path::Path;
@@ -57,12 +57,14 @@ fn gateway(n: usize) -> f64 {
         let (wtx, _wrx) = tokio::sync::watch::channel(0);
         let p = tokio::spawn(pipeline::run(
             rx,
-            Mapper::new(&cfg),
+            Routing::fixed(
+                Mapper::new(&cfg),
+                GroupCommit {
+                    every: BATCH,
+                    linger: Duration::from_secs(1),
+                },
+            ),
             queue.clone(),
-            GroupCommit {
-                every: BATCH,
-                linger: Duration::from_secs(1),
-            },
             wtx,
             Arc::new(Metrics::default()),
         ));

@@ -1,21 +1,21 @@
-//! Wiring: opens the queue, starts inputs, pipeline, uplink and housekeeping, and stops
-//! them in order on shutdown.
+//! Wiring: opens the queue, starts inputs, pipeline, uplink and housekeeping, applies a
+//! reloaded config part by part, and stops them in order on shutdown.
 //!
 //! Shutdown order: inputs stop first; the pipeline commits what it holds and ends when the
 //! last input sender is gone; then the uplink says goodbye and deletes confirmed rows.
 //! **Invariant:** nothing that reached the pipeline is lost by a shutdown.
 
-use crate::config::{Config, InputKind};
+use crate::config::{Config, InputConfig, InputKind};
 use crate::input::{serial, synthetic};
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, lock, GroupCommit, SharedQueue};
 use crate::queue::{self, QueueOptions};
-use crate::reading::Stamp;
+use crate::reading::Reading;
 use crate::uplink;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -52,14 +52,18 @@ pub fn stop_if_damaged(e: &queue::QueueError, damaged: &CancellationToken) {
 }
 
 /// Runs the gateway until `shutdown` fires. `on_ready` is called once the queue is open and
-/// the inputs started (systemd's READY=1). The caller holds `state_dir`'s lock, taken before
-/// the queue is opened (and perhaps moved aside) and kept across reloads: one gateway per
-/// state_dir, with no moment in a reload when another process could take it.
+/// the inputs started, and again after each reload (systemd's READY=1). `reloads` hands over
+/// a new, valid config (see `reload.rs`), which applies part by part: inputs added, changed
+/// or removed start or stop alone, a change to `[mqtt]` reconnects the uplink, the rest
+/// applies in place; the queue stays open. The caller holds `state_dir`'s lock, taken before
+/// the queue is opened (and perhaps moved aside) and kept for the whole run: one gateway per
+/// state_dir.
 pub async fn run(
     config: Config,
     _lock: &queue::StateLock,
     shutdown: CancellationToken,
-    on_ready: impl FnOnce(),
+    mut reloads: watch::Receiver<Option<Config>>,
+    on_ready: impl Fn(),
 ) -> anyhow::Result<()> {
     // The origin of the time since boot (uptime, read once), before any reading is stamped.
     crate::reading::mono_ms(std::time::Instant::now());
@@ -73,301 +77,382 @@ pub async fn run(
     };
     info!(queue = %config.queue_path().display(), pending_bytes, last_seq = last_id, "Queue open.");
 
-    let (committed_tx, committed_rx) = watch::channel(last_id);
-    let (readings_tx, readings_rx) = mpsc::channel(READINGS_CAPACITY);
-    let inputs_cancel = CancellationToken::new();
-    let mut inputs = tokio::task::JoinSet::new();
-    for (index, input) in config.inputs.iter().enumerate() {
-        let id = serial::InputId {
-            index,
-            name: input.name.clone(),
-        };
-        let out = readings_tx.clone();
-        let cancel = inputs_cancel.clone();
-        match &input.kind {
-            InputKind::Serial(s) => {
-                inputs.spawn(serial::run(id, s.clone(), out, metrics.clone(), cancel));
-            }
-            InputKind::Synthetic(s) => {
-                inputs.spawn(synthetic::run(id, s.clone(), out, cancel));
-            }
-            #[cfg(feature = "ble")]
-            InputKind::Ble(b) => {
-                let m = metrics.clone();
-                inputs.spawn(crate::ble::input::run(id, b.clone(), out, m, cancel));
-            }
-            #[cfg(not(feature = "ble"))]
-            InputKind::Ble(_) => unreachable!("Config::load refuses [[ble]] without the feature"),
-        }
-    }
-    drop(readings_tx);
-
-    let pipeline = tokio::spawn(pipeline::run(
-        readings_rx,
-        Mapper::new(&config),
-        queue.clone(),
-        GroupCommit {
-            every: config.queue.commit_every,
-            linger: config.queue.commit_linger,
-        },
-        committed_tx,
-        metrics.clone(),
-    ));
+    let (committed, _) = watch::channel(last_id);
     // Cancelled by whoever finds the queue file damaged: the gateway then stops with an error.
     let damaged = CancellationToken::new();
-    let uplink_cancel = CancellationToken::new();
-    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
-    let uplink = tokio::spawn(uplink::run(
-        config.mqtt.clone(),
-        queue.clone(),
-        committed_rx,
-        metrics.clone(),
-        uplink_cancel.clone(),
-        damaged.clone(),
-        handle_tx,
-    ));
-    // The uplink ends only when cancelled; ended otherwise (a panic), the gateway would run
-    // on sending nothing: it stops with an error instead, and systemd restarts it.
+    // Cancelled when the uplink ends by itself (a panic): the gateway would run on sending
+    // nothing, so it stops with an error instead, and systemd restarts it.
     let uplink_down = CancellationToken::new();
-    let uplink = {
-        let (down, cancel) = (uplink_down.clone(), uplink_cancel.clone());
-        tokio::spawn(async move {
-            let r = uplink.await;
-            if !cancel.is_cancelled() {
-                error!(error = ?r.as_ref().err(), "The uplink stopped; the gateway stops too.");
-                down.cancel();
-            }
-        })
+    let mut parts = Parts {
+        queue,
+        metrics,
+        committed,
+        damaged: damaged.clone(),
+        uplink_down: uplink_down.clone(),
+        routing: watch::channel(routing(&config, Mapper::new(&config))).0,
+        readings: None,
+        pipeline: None,
+        inputs: Vec::new(),
+        link: None,
+        house: None,
     };
-    let house_cancel = CancellationToken::new();
-    let house = tokio::spawn(housekeeping(
-        config.clone(),
-        queue.clone(),
-        metrics.clone(),
-        handle_rx,
-        house_cancel.clone(),
-        damaged.clone(),
-    ));
-    let supervisor_cancel = CancellationToken::new();
-    let m = &config.mqtt;
-    let supervisor = tokio::spawn(crate::service::supervise(
-        metrics.clone(),
-        crate::service::poller_deadline(m.keep_alive, m.backoff_max, m.connect_timeout),
-        supervisor_cancel.clone(),
-    ));
+    for (slot, input) in config.inputs.iter().enumerate() {
+        parts.start_input(slot, input);
+    }
+    parts.start_link(&config).await;
+    parts.start_housekeeping(&config);
     on_ready();
     info!(gateway = %config.gateway.id, inputs = config.inputs.len(), "Gateway running.");
 
     // Run until asked to stop, or until the pipeline fails (the queue cannot be written),
-    // or the queue file is found damaged.
-    let mut pipeline = pipeline;
-    // Inputs that end by themselves (a synthetic `count`) end the pipeline early: keep
-    // draining the queue until shutdown all the same.
-    let pipeline_result = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        _ = damaged.cancelled() => None,
-        _ = uplink_down.cancelled() => None,
-        r = &mut pipeline => match r {
-            Ok(Ok(())) => {
-                info!("Every input has finished; forwarding the backlog until stopped.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = damaged.cancelled() => {}
-                    _ = uplink_down.cancelled() => {}
+    // or the queue file is found damaged. Inputs that end by themselves (a synthetic
+    // `count`) end the pipeline early: the backlog is forwarded until shutdown all the same.
+    let mut config = config;
+    let failed = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            _ = damaged.cancelled() => break None,
+            _ = uplink_down.cancelled() => break None,
+            r = ended(&mut parts.pipeline) => {
+                parts.pipeline = None;
+                match r {
+                    Ok(Ok(())) => info!("Every input has finished; forwarding the backlog until stopped."),
+                    failed => break Some(failed),
                 }
-                Some(Ok(Ok(())))
             }
-            failed => Some(failed),
-        },
-    };
-    crate::service::stopping();
-    supervisor_cancel.cancel();
-    let _ = supervisor.await;
-    inputs_cancel.cancel();
-    while inputs.join_next().await.is_some() {}
-    let pipeline_result = match pipeline_result {
-        Some(r) => r,
-        None => pipeline.await,
-    };
-    house_cancel.cancel();
-    let _ = house.await;
-    uplink_cancel.cancel();
-    let _ = uplink.await;
-    // Drops counted in memory on a full disk are written now if they can be.
-    let q = queue.clone();
-    let unsaved = crate::trips::spawn(move || {
-        let mut q = lock(&q);
-        let _ = q.maintain();
-        q.unsaved_dropped()
-    })
-    .await;
-    if let Ok(unsaved @ 1..) = unsaved {
-        error!(
-            unsaved,
-            "The disk is full: drops not written to the queue file; its dropped count is short by this."
-        );
-    }
-    // Last: a stop that lost nothing lets the next start skip the integrity check.
-    let stopped_well = matches!(pipeline_result, Ok(Ok(())))
-        && !damaged.is_cancelled()
-        && !uplink_down.is_cancelled();
-    if stopped_well {
-        let q = queue.clone();
-        match crate::trips::spawn(move || lock(&q).mark_clean()).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                warn!("The queue met a damaged file or a failing disk, or another process was reading it; the next start checks it.")
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
-            }
-            Err(e) => {
-                warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
+            Ok(()) = reloads.changed() => {
+                let new = reloads.borrow_and_update().clone();
+                if let Some(new) = new {
+                    parts.reload(&config, &new).await;
+                    config = new;
+                    on_ready();
+                }
             }
         }
-    }
-    info!(
-        readings = Metrics::get(&metrics.readings),
-        committed = Metrics::get(&metrics.committed),
-        acked = Metrics::get(&metrics.acked),
-        bad_frames = Metrics::get(&metrics.bad_frames),
-        dropped = Metrics::get(&metrics.dropped),
-        dead = Metrics::get(&metrics.dead),
-        flaps = Metrics::get(&metrics.flaps),
-        "Gateway stopped."
-    );
-    if damaged.is_cancelled() {
-        anyhow::bail!(
-            "the queue file {} is damaged; the next start checks it",
-            config.queue_path().display()
-        );
-    }
-    if uplink_down.is_cancelled() {
-        anyhow::bail!("the uplink stopped unexpectedly; unsent messages stay queued");
-    }
-    match pipeline_result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::Error::new(e).context("the pipeline could not write the queue")),
-        Err(e) => Err(anyhow::anyhow!("the pipeline task failed: {e}")),
+    };
+    crate::service::stopping();
+    parts.stop(failed, &config).await
+}
+
+type PipelineResult = Result<Result<(), queue::QueueError>, tokio::task::JoinError>;
+
+/// Resolves when the pipeline ends (never, if none runs).
+async fn ended(pipeline: &mut Option<JoinHandle<Result<(), queue::QueueError>>>) -> PipelineResult {
+    match pipeline.as_mut() {
+        Some(p) => p.await,
+        None => std::future::pending().await,
     }
 }
 
-/// Corrects stamps taken before the clock synchronised, expires old messages and publishes
-/// the gateway's health on a retained topic.
-async fn housekeeping(
-    config: Config,
+/// The running parts of the gateway, each started and stopped on its own.
+struct Parts {
     queue: SharedQueue,
     metrics: Arc<Metrics>,
-    handle: tokio::sync::oneshot::Receiver<uplink::Handle>,
-    cancel: CancellationToken,
+    /// The last committed row id: the pipeline tells the uplink.
+    committed: watch::Sender<i64>,
     damaged: CancellationToken,
-) {
-    let Ok(handle) = handle.await else { return };
-    // Often enough for the systemd status line; the health topic keeps its own interval.
-    let every = config
-        .gateway
-        .health_interval
-        .unwrap_or(Duration::from_secs(15))
-        .min(Duration::from_secs(15));
-    let mut tick = tokio::time::interval(every);
-    let mut last_health = None::<tokio::time::Instant>;
-    let health_topic = format!("sensorgate/{}/health", config.gateway.id);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cancel.cancelled() => return,
+    uplink_down: CancellationToken,
+    /// The pipeline's mapper and group commit; a reload sends new ones.
+    routing: watch::Sender<pipeline::Routing>,
+    /// The inputs' way into the pipeline, held weakly: the pipeline ends when every input
+    /// has ended (and a reload that starts one then starts a pipeline again).
+    readings: Option<mpsc::WeakSender<Reading>>,
+    pipeline: Option<JoinHandle<Result<(), queue::QueueError>>>,
+    inputs: Vec<Input>,
+    link: Option<Link>,
+    house: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// A running input: its config, its slot in the mapper, and its task.
+struct Input {
+    config: InputConfig,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The uplink (behind a watcher that tells an unexpected end), the handle housekeeping
+/// publishes with, and the watchdog's supervisor, whose patience the MQTT settings set.
+struct Link {
+    cancel: CancellationToken,
+    watcher: JoinHandle<()>,
+    handle: Option<uplink::Handle>,
+    supervisor: (CancellationToken, JoinHandle<()>),
+}
+
+fn routing(config: &Config, mapper: Mapper) -> pipeline::Routing {
+    pipeline::Routing {
+        mapper,
+        commit: GroupCommit {
+            every: config.queue.commit_every,
+            linger: config.queue.commit_linger,
+        },
+    }
+}
+
+impl Parts {
+    /// A sender into the pipeline, starting a pipeline if none runs (its inputs all ended).
+    fn sender(&mut self) -> mpsc::Sender<Reading> {
+        if let Some(tx) = self.readings.as_ref().and_then(|w| w.upgrade()) {
+            return tx;
         }
-        let q = queue.clone();
-        let max_age = config.queue.max_age;
-        let now = Stamp::now();
-        let mono_now = crate::reading::mono_ms(std::time::Instant::now());
-        // Stamps from before a clock synchronisation are corrected before anything expires
-        // by age (uncorrected ones never do), a chunk per trip: the pipeline and the uplink
-        // take their turns in between.
-        let mut corrected = 0;
-        let mut more = now.synced;
-        while more {
-            let q = queue.clone();
-            let trip = crate::trips::spawn(move || lock(&q).correct_stamps(now.wall_ms, mono_now));
-            more = match trip.await {
-                Ok(Ok((n, more))) => {
-                    corrected += n;
-                    more && !cancel.is_cancelled()
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "Housekeeping could not correct the queue's stamps.");
-                    stop_if_damaged(&e, &damaged);
-                    false
-                }
-                Err(_) => false,
-            };
-        }
-        if corrected > 0 {
-            info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the time since boot.");
-        }
-        let result = crate::trips::spawn(move || {
-            let mut q = lock(&q);
-            // Drops counted in memory on a full disk, and the reserve when room returns; a
-            // disk still full is no reason to skip the rest.
-            match q.maintain() {
-                Err(e) if e.is_corrupt() => return Err(e),
-                _ => {}
+        let (tx, rx) = mpsc::channel(READINGS_CAPACITY);
+        self.readings = Some(tx.downgrade());
+        // The one before has committed everything and ended, or is about to: its last
+        // sender is gone.
+        self.pipeline = Some(tokio::spawn(pipeline::run(
+            rx,
+            self.routing.subscribe(),
+            self.queue.clone(),
+            self.committed.clone(),
+            self.metrics.clone(),
+        )));
+        tx
+    }
+
+    /// Starts `input` in mapper slot `slot`.
+    fn start_input(&mut self, slot: usize, input: &InputConfig) {
+        let id = serial::InputId {
+            index: slot,
+            name: input.name.clone(),
+        };
+        let out = self.sender();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let task = match &input.kind {
+            InputKind::Serial(s) => {
+                tokio::spawn(serial::run(id, s.clone(), out, self.metrics.clone(), c))
             }
-            let expired = match max_age {
-                // A clock that was never synchronised cannot say what is old.
-                Some(age) if now.synced => q.expire(now.wall_ms - age.as_millis() as i64)?,
-                _ => 0,
-            };
-            Ok::<_, queue::QueueError>((expired, q.stats(now.wall_ms)?))
+            InputKind::Synthetic(s) => tokio::spawn(synthetic::run(id, s.clone(), out, c)),
+            #[cfg(feature = "ble")]
+            InputKind::Ble(b) => {
+                let m = self.metrics.clone();
+                tokio::spawn(crate::ble::input::run(id, b.clone(), out, m, c))
+            }
+            #[cfg(not(feature = "ble"))]
+            InputKind::Ble(_) => unreachable!("Config::load refuses [[ble]] without the feature"),
+        };
+        self.inputs.push(Input {
+            config: input.clone(),
+            cancel,
+            task,
+        });
+    }
+
+    /// Stops the inputs `which` picks and waits for them; what they read is on its way to
+    /// the pipeline.
+    async fn stop_inputs(&mut self, which: impl Fn(&InputConfig) -> bool) {
+        let (stop, keep): (Vec<Input>, Vec<Input>) = std::mem::take(&mut self.inputs)
+            .into_iter()
+            .partition(|i| which(&i.config));
+        self.inputs = keep;
+        for i in &stop {
+            i.cancel.cancel();
+        }
+        for i in stop {
+            let _ = i.task.await;
+        }
+    }
+
+    /// Starts the uplink and the supervisor for `config`'s MQTT settings.
+    async fn start_link(&mut self, config: &Config) {
+        let cancel = CancellationToken::new();
+        let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+        let uplink = tokio::spawn(uplink::run(
+            config.mqtt.clone(),
+            self.queue.clone(),
+            self.committed.subscribe(),
+            self.metrics.clone(),
+            cancel.clone(),
+            self.damaged.clone(),
+            handle_tx,
+        ));
+        // The uplink ends only when cancelled; ended otherwise (a panic), the gateway stops.
+        let watcher = {
+            let (down, cancel) = (self.uplink_down.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let r = uplink.await;
+                if !cancel.is_cancelled() {
+                    error!(error = ?r.as_ref().err(), "The uplink stopped; the gateway stops too.");
+                    down.cancel();
+                }
+            })
+        };
+        let handle = handle_rx.await.ok();
+        let m = &config.mqtt;
+        let supervisor_cancel = CancellationToken::new();
+        let supervisor = tokio::spawn(crate::service::supervise(
+            self.metrics.clone(),
+            crate::service::poller_deadline(m.keep_alive, m.backoff_max, m.connect_timeout),
+            supervisor_cancel.clone(),
+        ));
+        self.link = Some(Link {
+            cancel,
+            watcher,
+            handle,
+            supervisor: (supervisor_cancel, supervisor),
+        });
+    }
+
+    /// Stops the uplink (it says goodbye and confirms what was acknowledged) and the
+    /// supervisor.
+    async fn stop_link(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.supervisor.0.cancel();
+            let _ = link.supervisor.1.await;
+            link.cancel.cancel();
+            let _ = link.watcher.await;
+        }
+    }
+
+    fn start_housekeeping(&mut self, config: &Config) {
+        let Some(handle) = self.link.as_ref().and_then(|l| l.handle.clone()) else {
+            return; // the uplink failed at its start: the watcher stops the gateway
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(crate::housekeeping::run(
+            config.clone(),
+            self.queue.clone(),
+            self.metrics.clone(),
+            handle,
+            cancel.clone(),
+            self.damaged.clone(),
+        ));
+        self.house = Some((cancel, task));
+    }
+
+    async fn stop_housekeeping(&mut self) {
+        if let Some((cancel, task)) = self.house.take() {
+            cancel.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// Applies `new` over `old`, part by part.
+    async fn reload(&mut self, old: &Config, new: &Config) {
+        // Inputs removed or changed stop first; their readings still on the way map with
+        // their old slots.
+        let kept = |i: &InputConfig| {
+            new.inputs
+                .iter()
+                .any(|n| n.name == i.name && format!("{n:?}") == format!("{i:?}"))
+        };
+        self.stop_inputs(|i| !kept(i)).await;
+        let mut mapper = self.routing.borrow().mapper.clone();
+        mapper.configure(new);
+        let start: Vec<(usize, InputConfig)> = new
+            .inputs
+            .iter()
+            .filter(|n| !self.inputs.iter().any(|i| i.config.name == n.name))
+            .map(|n| (mapper.add(n.name.clone(), n.route.clone()), n.clone()))
+            .collect();
+        // Before the new inputs start: a reading of theirs finds its slot.
+        self.routing.send_replace(routing(new, mapper));
+        for (slot, input) in &start {
+            self.start_input(*slot, input);
+        }
+        if crate::reload::queue_changed(old, new) {
+            let q = self.queue.clone();
+            let opts = queue_options(new);
+            match crate::trips::spawn(move || lock(&q).reconfigure(opts)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Could not apply the new [queue] options to the open queue.");
+                    stop_if_damaged(&e, &self.damaged);
+                }
+                Err(e) => {
+                    warn!(error = %e, "Could not apply the new [queue] options to the open queue.")
+                }
+            }
+        }
+        let mqtt = crate::reload::mqtt_changed(old, new);
+        if mqtt
+            || crate::reload::queue_changed(old, new)
+            || crate::reload::gateway_changed(old, new)
+        {
+            self.stop_housekeeping().await;
+            if mqtt {
+                info!("Reconnecting to the broker with the new [mqtt] settings.");
+                self.stop_link().await;
+                self.start_link(new).await;
+            }
+            self.start_housekeeping(new);
+        }
+    }
+
+    /// Stops everything in order: inputs, pipeline (which commits what it holds),
+    /// housekeeping, uplink. `failed` is the pipeline's result if it ended with an error.
+    async fn stop(mut self, failed: Option<PipelineResult>, config: &Config) -> anyhow::Result<()> {
+        if let Some(link) = &self.link {
+            link.supervisor.0.cancel();
+        }
+        self.stop_inputs(|_| true).await;
+        self.readings = None;
+        let pipeline_result = match (failed, self.pipeline.take()) {
+            (Some(r), _) => r,
+            (None, Some(p)) => p.await,
+            (None, None) => Ok(Ok(())),
+        };
+        self.stop_housekeeping().await;
+        self.stop_link().await;
+        let (queue, metrics, damaged) = (self.queue, self.metrics, self.damaged);
+        // Drops counted in memory on a full disk are written now if they can be.
+        let q = queue.clone();
+        let unsaved = crate::trips::spawn(move || {
+            let mut q = lock(&q);
+            let _ = q.maintain();
+            q.unsaved_dropped()
         })
         .await;
-        let stats = match result {
-            Ok(Ok((expired, stats))) => {
-                metrics.set_pending(stats.pending);
-                metrics.oldest_age_s.store(
-                    stats.oldest_age_s as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                if expired > 0 {
-                    error!(expired, max_age = ?config.queue.max_age, "Messages older than max_age deleted unsent.");
-                    Metrics::add(&metrics.dropped, expired);
-                }
-                stats
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "Housekeeping could not read the queue.");
-                stop_if_damaged(&e, &damaged);
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let Some(interval) = config.gateway.health_interval else {
-            continue;
-        };
-        if last_health.is_some_and(|t| t.elapsed() < interval) {
-            continue;
+        if let Ok(unsaved @ 1..) = unsaved {
+            error!(
+                unsaved,
+                "The disk is full: drops not written to the queue file; its dropped count is short by this."
+            );
         }
-        let health = serde_json::json!({
-            "pending": stats.pending,
-            "bytes": stats.bytes,
-            "oldest_age_s": stats.oldest_age_s,
-            "dropped": stats.dropped,
-            "dead": stats.dead,
-            "dead_held": stats.dead_held,
-            "flaps": Metrics::get(&metrics.flaps),
-            "readings": Metrics::get(&metrics.readings),
-            "bad_frames": Metrics::get(&metrics.bad_frames),
-            "acked": Metrics::get(&metrics.acked),
-            "connects": Metrics::get(&metrics.connects),
-            "ts": now.wall_ms,
-        });
-        if handle.publish_control(
-            &health_topic,
-            crate::config::Qos::AtMostOnce,
-            true,
-            health.to_string().into_bytes(),
-        ) {
-            last_health = Some(tokio::time::Instant::now());
+        // Last: a stop that lost nothing lets the next start skip the integrity check.
+        let uplink_down = self.uplink_down.is_cancelled();
+        let stopped_well =
+            matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled() && !uplink_down;
+        if stopped_well {
+            let q = queue.clone();
+            match crate::trips::spawn(move || lock(&q).mark_clean()).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    warn!("The queue met a damaged file or a failing disk, or another process was reading it; the next start checks it.")
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
+                }
+                Err(e) => {
+                    warn!(error = %e, "Could not mark the queue closed cleanly; the next start checks it.")
+                }
+            }
+        }
+        info!(
+            readings = Metrics::get(&metrics.readings),
+            committed = Metrics::get(&metrics.committed),
+            acked = Metrics::get(&metrics.acked),
+            bad_frames = Metrics::get(&metrics.bad_frames),
+            dropped = Metrics::get(&metrics.dropped),
+            dead = Metrics::get(&metrics.dead),
+            flaps = Metrics::get(&metrics.flaps),
+            "Gateway stopped."
+        );
+        if damaged.is_cancelled() {
+            anyhow::bail!(
+                "the queue file {} is damaged; the next start checks it",
+                config.queue_path().display()
+            );
+        }
+        if uplink_down {
+            anyhow::bail!("the uplink stopped unexpectedly; unsent messages stay queued");
+        }
+        match pipeline_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                Err(anyhow::Error::new(e).context("the pipeline could not write the queue"))
+            }
+            Err(e) => Err(anyhow::anyhow!("the pipeline task failed: {e}")),
         }
     }
 }

@@ -12,8 +12,9 @@
 //!   transaction (group commit).
 //! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits.
 //! - [`uplink`]: the rumqttc client; publishes the oldest rows, deletes a row on its PUBACK.
-//! - [`gateway`]: wires the parts together and runs them until shutdown.
-//! - [`reload`]: signals; SIGHUP reloads the config (the components restart in-process).
+//! - [`gateway`]: wires the parts together, applies a reloaded config part by part, and
+//!   runs them until shutdown; [`housekeeping`]: stamps, expiry, health.
+//! - [`reload`]: signals; SIGHUP reloads the config (what changed restarts, in-process).
 //! - [`service`]: systemd notify (READY, STATUS, WATCHDOG while healthy, STOPPING);
 //!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod describe;
 pub mod format;
 pub mod gateway;
+pub mod housekeeping;
 pub mod input;
 pub mod logging;
 pub mod mapping;

@@ -161,34 +161,15 @@ fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         // SIGHUP hands a new, valid config over this channel (see reload.rs).
-        let (reload_tx, mut reload_rx) = tokio::sync::watch::channel(None);
+        let (reload_tx, reload_rx) = tokio::sync::watch::channel(None);
         tokio::spawn(sensorgate::reload::listen(
             c.config.clone(),
             config.clone(),
             shutdown.clone(),
             reload_tx,
         ));
-        // Held across reloads (a reload cannot change state_dir).
         let lock = queue::StateLock::take(&config.gateway.state_dir)?;
-        let mut config = config;
-        loop {
-            let round = shutdown.child_token();
-            let run = sensorgate::gateway::run(config.clone(), &lock, round.clone(), ready);
-            tokio::pin!(run);
-            let next = tokio::select! {
-                r = &mut run => return r,
-                Ok(()) = reload_rx.changed() => reload_rx.borrow_and_update().clone(),
-            };
-            // Stop everything in the usual order, then start again with the new config.
-            round.cancel();
-            run.await?;
-            if shutdown.is_cancelled() {
-                return Ok(()); // SIGTERM during the reload
-            }
-            if let Some(next) = next {
-                config = next;
-            }
-        }
+        sensorgate::gateway::run(config, &lock, shutdown, reload_rx, ready).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

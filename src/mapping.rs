@@ -9,8 +9,16 @@
 //! per-gateway sequence number, equal to its queue row id), and `_clock: "unsynced"` when
 //! the wall clock was not synchronised. A template with `{field}` gives one message per
 //! field whose payload is the plain value (`21.5`).
+//!
+//! Routes are kept by input *slot*: a reading carries the slot of the input that read it,
+//! and a slot is never reused. A reload that changes an input gives it a new slot, so the
+//! readings it sent before, still on their way, map with the route they were read under.
+//!
+//! A message MQTT cannot carry as configured (a topic over 65,535 bytes; without `[mqtt.batch]`,
+//! a PUBLISH larger than `[mqtt] max_message_size`) is found by [`Mapper::unsendable`]: the
+//! pipeline commits it straight to the dead letters, and the uplink never tries it.
 
-use crate::config::{Config, Qos, Route};
+use crate::config::{Config, Protocol, Qos, Route};
 use crate::reading::{mono_ms, write_json_string, Reading};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -33,19 +41,52 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     gateway: String,
+    /// Name and route of each input slot (see the module's notes).
     inputs: Vec<(Arc<str>, Route)>,
+    limits: Limits,
 }
 
+/// What the connection can carry, as far as the config tells before any broker is asked.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// `[mqtt] max_message_size`: the largest PUBLISH packet.
+    max_packet: usize,
+    /// Whether the size of a single message is known here: not under `[mqtt.batch]`,
+    /// whose encoding and compression decide it.
+    sized: bool,
+    v5: bool,
+    /// MQTT 5: a message expiry property is sent (`[queue] max_age`).
+    expiry: bool,
+}
+
+/// MQTT carries topics of at most this many bytes (a two-byte length).
+pub const MAX_TOPIC: usize = 65_535;
+
 impl Mapper {
+    /// A mapper with one slot per configured input, in the config's order.
     pub fn new(config: &Config) -> Mapper {
-        Mapper {
-            gateway: config.gateway.id.clone(),
-            inputs: config
-                .inputs
-                .iter()
-                .map(|i| (i.name.clone(), i.route.clone()))
-                .collect(),
+        let mut m = Mapper {
+            gateway: String::new(),
+            inputs: Vec::new(),
+            limits: Limits::of(config),
+        };
+        m.configure(config);
+        for i in &config.inputs {
+            m.add(i.name.clone(), i.route.clone());
         }
+        m
+    }
+
+    /// Takes the gateway id and the connection's limits from `config` (a reload).
+    pub fn configure(&mut self, config: &Config) {
+        self.gateway = config.gateway.id.clone();
+        self.limits = Limits::of(config);
+    }
+
+    /// A new slot for an input (added or changed by a reload); returns it.
+    pub fn add(&mut self, name: Arc<str>, route: Route) -> usize {
+        self.inputs.push((name, route));
+        self.inputs.len() - 1
     }
 
     /// Appends the messages of `reading` to `out`, numbering them from `*seq` on.
@@ -102,8 +143,87 @@ impl Mapper {
         s.into_bytes()
     }
 
+    /// Whether `slot` is an input slot of this mapper.
+    pub fn knows(&self, slot: usize) -> bool {
+        slot < self.inputs.len()
+    }
+
+    /// Why MQTT cannot carry `m` as configured, if it cannot.
+    pub fn unsendable(&self, m: &NewMessage) -> Option<String> {
+        self.limits.refuse(m.seq, &m.topic, &m.payload, m.qos)
+    }
+
     pub fn qos_of(&self, input: usize) -> Option<Qos> {
         self.inputs.get(input).map(|(_, r)| r.qos)
+    }
+}
+
+impl Limits {
+    fn of(config: &Config) -> Limits {
+        let m = &config.mqtt;
+        Limits {
+            max_packet: m.max_message_size,
+            sized: m.batch.is_none(),
+            v5: m.protocol == Protocol::V5,
+            expiry: m.max_age.is_some(),
+        }
+    }
+
+    /// Why a message with this topic and payload can never be sent, if it cannot. The
+    /// size counts every property the uplink may add to one message (a topic alias with
+    /// the topic sent along: the most it can be).
+    fn refuse(&self, seq: i64, topic: &str, payload: &[u8], qos: Qos) -> Option<String> {
+        if topic.len() > MAX_TOPIC {
+            return Some(format!(
+                "its topic has {} bytes; MQTT carries at most {MAX_TOPIC}",
+                topic.len()
+            ));
+        }
+        if !self.sized {
+            return None;
+        }
+        let props = self.v5.then(|| {
+            let seq_property = 1 + 2 + "seq".len() + 2 + seq.to_string().len();
+            let alias = 3;
+            let expiry = if self.expiry { 5 } else { 0 };
+            seq_property + alias + expiry
+        });
+        let size = publish_size(topic.len(), payload.len(), qos != Qos::AtMostOnce, props);
+        (size > self.max_packet).then(|| {
+            format!(
+                "its packet has {size} bytes; [mqtt] max_message_size allows {}",
+                self.max_packet
+            )
+        })
+    }
+}
+
+/// The size of a PUBLISH packet, fixed header included, as a broker counts it against its
+/// maximum packet size: topic and payload bytes, a packet id above QoS 0, and under MQTT 5
+/// the bytes of its properties (`None` under 3.1.1).
+pub fn publish_size(
+    topic: usize,
+    payload: usize,
+    packet_id: bool,
+    v5_props: Option<usize>,
+) -> usize {
+    let mut remaining = 2 + topic + payload;
+    if packet_id {
+        remaining += 2;
+    }
+    if let Some(props) = v5_props {
+        remaining += varint_len(props) + props;
+    }
+    1 + varint_len(remaining) + remaining
+}
+
+/// Bytes of MQTT's variable byte integer for `n`.
+pub fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 
@@ -204,5 +324,44 @@ qos = 1
         let v: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
         assert_eq!(v["a/#"], "x\"y");
         assert_eq!(v["_clock"], "unsynced");
+    }
+
+    /// What is refused at mapping time: a topic MQTT cannot carry; a packet over
+    /// `max_message_size`, counted with the properties MQTT 5 adds; nothing sized under
+    /// `[mqtt.batch]`, whose encoding decides the size.
+    #[test]
+    fn messages_mqtt_cannot_carry_are_found_before_commit() {
+        let with = |mqtt: &str| {
+            let text = format!(
+                "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+                 max_message_size = \"128B\"\n{mqtt}\n\
+                 [[serial]]\nname = \"wx\"\ndevice = \"/dev/ttyUSB0\"\nformat = \"raw\"\n\
+                 topic = \"t/{{field}}\"\nqos = 1\n"
+            );
+            Mapper::new(&Config::parse(Path::new("t.toml"), &text).unwrap())
+        };
+        let message = |topic: &str, payload: usize| NewMessage {
+            seq: 7,
+            topic: topic.into(),
+            payload: vec![b'1'; payload],
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            created_ms: 0,
+            unsynced_mono_ms: None,
+        };
+        // 3.1.1: 1 + 1 + 2 + 3 ("t/x") + 2 + payload.
+        let v3 = with("");
+        assert_eq!(v3.unsendable(&message("t/x", 119)), None);
+        let why = v3.unsendable(&message("t/x", 120)).unwrap();
+        assert!(why.contains("129 bytes"), "{why}");
+        // MQTT 5: properties (the user property seq=7: 9, an alias: 3) and their length (1).
+        let v5 = with("protocol = \"5\"");
+        assert_eq!(v5.unsendable(&message("t/x", 106)), None);
+        assert!(v5.unsendable(&message("t/x", 107)).is_some());
+        let long = "t/".to_string() + &"x".repeat(MAX_TOPIC);
+        assert!(v3.unsendable(&message(&long, 0)).unwrap().contains("topic"));
+        let batched = with("[mqtt.batch]\nmax_readings = 10");
+        assert_eq!(batched.unsendable(&message("t/x", 10_000)), None);
+        assert!(batched.unsendable(&message(&long, 0)).is_some());
     }
 }

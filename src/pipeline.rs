@@ -10,6 +10,13 @@
 //! with consecutive sequence numbers (= row ids) from [`Queue::next_id`] on.
 //! **Invariant:** the pipeline ends only when every input has dropped its sender, after
 //! committing what it holds: shutdown loses no reading that reached the pipeline.
+//! **Invariant:** a message MQTT cannot carry as configured ([`Mapper::unsendable`]) is
+//! committed and moved to the dead letters by the same trip to the SQLite thread, before
+//! the uplink is told it exists: the uplink never tries it, nothing waits behind it.
+//!
+//! A reload hands over a new [`Routing`] (mapper and group commit) on a watch channel; it
+//! applies from the next reading on, and at once to a reading from an input slot the
+//! running mapper does not know yet (an input the reload started).
 
 use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
@@ -32,9 +39,36 @@ pub struct GroupCommit {
     pub linger: Duration,
 }
 
-/// A batch committing on a SQLite thread; gives back its result, its emptied buffer, and
-/// the last id it carried.
-type Done = (Result<Appended, QueueError>, Vec<NewMessage>, i64);
+/// How readings become committed messages; a reload sends a new one.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub mapper: Mapper,
+    pub commit: GroupCommit,
+}
+
+impl Routing {
+    /// A routing no reload changes (benchmarks, tests).
+    pub fn fixed(mapper: Mapper, commit: GroupCommit) -> watch::Receiver<Routing> {
+        watch::channel(Routing { mapper, commit }).1
+    }
+}
+
+/// A message refused at mapping time: its sequence number, topic, size and why.
+#[derive(Debug, Clone)]
+struct Refused {
+    seq: i64,
+    topic: String,
+    bytes: usize,
+    reason: String,
+}
+
+/// A batch committing on a SQLite thread; gives back its result, the refused messages it
+/// moved to the dead letters, its emptied buffer, and the last id it carried.
+type Done = (
+    Result<(Appended, Vec<Refused>), QueueError>,
+    Vec<NewMessage>,
+    i64,
+);
 type Joined = Result<Done, crate::trips::Panicked>;
 
 struct Committer {
@@ -47,6 +81,44 @@ struct Committer {
     /// last line was: one line a minute while the queue stays full, not one a commit.
     unlogged: (u64, u64),
     last_logged: Option<Instant>,
+    /// Refused messages of this batch (moved with it to the SQLite thread), and the log's
+    /// rate limit for them.
+    refused: Vec<Refused>,
+    refused_log: RateLog,
+}
+
+/// Up to ten lines a minute one by one, then a count, summed up at the next minute.
+#[derive(Debug, Default)]
+struct RateLog {
+    since: Option<Instant>,
+    logged: u32,
+    held: u64,
+}
+
+impl RateLog {
+    /// Whether to log this one; counts it otherwise.
+    fn one(&mut self) -> bool {
+        if self.since.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            self.flush();
+            self.since = Some(Instant::now());
+            self.logged = 0;
+        }
+        self.logged += 1;
+        if self.logged > 10 {
+            self.held += 1;
+        }
+        self.logged <= 10
+    }
+
+    fn flush(&mut self) {
+        let more = std::mem::take(&mut self.held);
+        if more > 0 {
+            error!(
+                more,
+                "More messages MQTT cannot carry as configured moved to the dead letters."
+            );
+        }
+    }
 }
 
 /// How often drops by the size policy are summed up in the log while they go on.
@@ -55,6 +127,7 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 impl Drop for Committer {
     fn drop(&mut self) {
         self.log_drops();
+        self.refused_log.flush();
     }
 }
 
@@ -65,7 +138,13 @@ impl Committer {
         self.metrics.commit_since.store(0, Relaxed);
         buffer.clear();
         self.spare = buffer;
-        let appended = result?;
+        let (appended, refused) = result?;
+        for r in &refused {
+            if self.refused_log.one() {
+                error!(seq = r.seq, topic = %r.topic, bytes = r.bytes, reason = %r.reason, "Message refused at mapping time: MQTT cannot carry it as configured; moved to the dead letters.");
+            }
+        }
+        Metrics::add(&self.metrics.dead, refused.len() as u64);
         let lost = appended.dropped_new + appended.evicted_old;
         if lost > 0 {
             self.unlogged.0 += appended.dropped_new;
@@ -114,13 +193,22 @@ impl Committer {
         }
         self.finish().await?;
         let msgs = std::mem::replace(batch, std::mem::take(&mut self.spare));
+        let refused = std::mem::take(&mut self.refused);
         let q = self.queue.clone();
-        self.metrics
-            .commit_since
-            .store(crate::service::now_ms(), Relaxed);
+        let now = crate::service::now_ms();
+        self.metrics.commit_since.store(now, Relaxed);
         self.in_flight = Some(crate::trips::spawn(move || {
             let mut q = lock(&q);
-            let r = q.append(&msgs);
+            let r = q.append(&msgs).and_then(|appended| {
+                let mut buried = Vec::new();
+                for r in refused {
+                    // A message the size policy refused is not there to bury.
+                    if !q.bury(&[r.seq], &r.reason, now as i64)?.buried.is_empty() {
+                        buried.push(r);
+                    }
+                }
+                Ok((appended, buried))
+            });
             let last = q.next_id() - 1;
             (r, msgs, last)
         }));
@@ -144,12 +232,15 @@ async fn joined(in_flight: &mut Option<Trip<Done>>) -> Joined {
 /// each commit finishes.
 pub async fn run(
     mut readings: mpsc::Receiver<Reading>,
-    mapper: Mapper,
+    mut routing: watch::Receiver<Routing>,
     queue: SharedQueue,
-    commit: GroupCommit,
     committed: watch::Sender<i64>,
     metrics: Arc<Metrics>,
 ) -> Result<(), QueueError> {
+    let Routing {
+        mut mapper,
+        mut commit,
+    } = routing.borrow_and_update().clone();
     let mut next_seq = lock(&queue).next_id();
     let mut batch: Vec<NewMessage> = Vec::with_capacity(commit.every);
     let mut c = Committer {
@@ -160,6 +251,8 @@ pub async fn run(
         spare: Vec::with_capacity(commit.every),
         unlogged: (0, 0),
         last_logged: None,
+        refused: Vec::new(),
+        refused_log: RateLog::default(),
     };
     let mut deadline: Option<Instant> = None;
     let mut inbox: Vec<Reading> = Vec::with_capacity(256);
@@ -180,10 +273,29 @@ pub async fn run(
                 c.report(done)?;
                 continue;
             }
+            Ok(()) = routing.changed() => {
+                Routing { mapper, commit } = routing.borrow_and_update().clone();
+                continue;
+            }
         }
         Metrics::add(&metrics.readings, inbox.len() as u64);
         for reading in inbox.drain(..) {
+            if !mapper.knows(reading.input) {
+                // From an input a reload started: its routing was sent before it was.
+                Routing { mapper, commit } = routing.borrow_and_update().clone();
+            }
+            let from = batch.len();
             mapper.map(&reading, &mut next_seq, &mut batch);
+            for m in &batch[from..] {
+                if let Some(reason) = mapper.unsendable(m) {
+                    c.refused.push(Refused {
+                        seq: m.seq,
+                        topic: m.topic.chars().take(200).collect(),
+                        bytes: m.topic.len() + m.payload.len(),
+                        reason,
+                    });
+                }
+            }
             if batch.len() >= commit.every {
                 c.start(&mut batch).await?;
                 deadline = None;
@@ -203,4 +315,77 @@ pub async fn run(
 /// state is in SQLite, so continuing is safe.
 pub fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::queue::QueueOptions;
+    use crate::reading::{Stamp, Value};
+    use std::path::Path;
+
+    fn config(max_message_size: &str) -> Config {
+        let text = format!(
+            "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             max_message_size = \"{max_message_size}\"\n\
+             [[synthetic]]\nname = \"a\"\nrate = 1.0\nfields = [\"x\"]\ntopic = \"t/a\"\n"
+        );
+        Config::parse(Path::new("p.toml"), &text).unwrap()
+    }
+
+    fn reading(text: &str) -> Reading {
+        Reading {
+            input: 0,
+            stamp: Stamp::now(),
+            at: std::time::Instant::now(),
+            device: None,
+            fields: vec![(Arc::from("x"), Value::Text(text.into()))],
+        }
+    }
+
+    /// A message larger than `[mqtt] max_message_size` goes to the dead letters in the
+    /// commit that stores it, counted, before the uplink is told of it; the ones around it
+    /// stay pending, in order.
+    #[tokio::test]
+    async fn a_message_mqtt_cannot_carry_is_a_dead_letter_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let opts = QueueOptions {
+            max_size: 1 << 30,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let queue: SharedQueue = Arc::new(Mutex::new(Queue::open(&path, opts).unwrap()));
+        let config = config("200B");
+        let routing = Routing::fixed(
+            Mapper::new(&config),
+            GroupCommit {
+                every: 16,
+                linger: Duration::from_millis(1),
+            },
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let (committed, seen) = watch::channel(0);
+        let metrics = Arc::new(Metrics::default());
+        let p = tokio::spawn(run(rx, routing, queue.clone(), committed, metrics.clone()));
+        for text in ["small", &"x".repeat(300), "small again"] {
+            tx.send(reading(text)).await.unwrap();
+        }
+        drop(tx);
+        p.await.unwrap().unwrap();
+        assert_eq!(*seen.borrow(), 3);
+        assert_eq!(Metrics::get(&metrics.dead), 1);
+        let q = lock(&queue);
+        let ids: Vec<i64> = q.fetch_after(0, 10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 3]);
+        let dead = q.reader().unwrap().dead_after(0, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].id, 2);
+        assert!(
+            dead[0].reason.contains("max_message_size allows 200"),
+            "{}",
+            dead[0].reason
+        );
+    }
 }

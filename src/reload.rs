@@ -2,16 +2,15 @@
 //! config.
 //!
 //! A reload reads and validates the file again. An invalid file is logged at ERROR and the
-//! running config kept. A valid one that changes something is handed to the CLI's run loop,
-//! which stops the gateway's components in their usual order (inputs, pipeline, uplink; the
-//! queue is closed cleanly, so its reopening skips the integrity check) and starts them again
-//! with the new config, in the same process: changed topics, inputs and MQTT settings all
-//! apply. What cannot apply in-process is refused or named: a new `state_dir` (the backlog
-//! would stay behind in the old queue) keeps the running config, and a new `[log] level`
-//! waits for a restart.
+//! running config kept. A valid one that changes something is handed to `gateway::run`,
+//! which applies it part by part: inputs added, changed or removed start or stop alone
+//! (the others keep reading), a change to `[mqtt]` reconnects the uplink, `[queue]` and
+//! `[gateway]` apply in place; the queue stays open. What cannot apply in-process is
+//! refused or named: a new `state_dir` (the backlog would stay behind in the old queue)
+//! keeps the running config, and a new `[log] level` waits for a restart.
 //!
-//! **Invariant:** a reload never loses a reading: the components stop exactly as they do
-//! for SIGTERM (the pipeline commits what it holds before the uplink goes).
+//! **Invariant:** a reload never loses a reading: an input stops as it does for SIGTERM,
+//! and what it read is committed by the pipeline, which keeps running.
 
 use crate::config::{Config, InputConfig};
 use std::path::PathBuf;
@@ -45,22 +44,13 @@ pub fn compare(old: &Config, new: &Config) -> Change {
         ));
     }
     let mut parts = Vec::new();
-    if old.gateway.id != new.gateway.id
-        || old.gateway.health_interval != new.gateway.health_interval
-    {
+    if gateway_changed(old, new) {
         parts.push("gateway".to_string());
     }
-    // TLS files may have changed on disk (a renewed certificate) with the same config text:
-    // with TLS the link is always rebuilt. The rustls config itself has no useful equality.
-    let bare = |c: &Config| {
-        let mut m = c.mqtt.clone();
-        m.tls = None;
-        format!("{m:?}")
-    };
-    if bare(old) != bare(new) || new.mqtt.tls.is_some() {
+    if mqtt_changed(old, new) {
         parts.push("mqtt".to_string());
     }
-    if format!("{:?}", old.queue) != format!("{:?}", new.queue) {
+    if queue_changed(old, new) {
         parts.push("queue".to_string());
     }
     let inputs = input_changes(&old.inputs, &new.inputs);
@@ -80,18 +70,40 @@ pub fn compare(old: &Config, new: &Config) -> Change {
     Change::Apply { parts, notes }
 }
 
-/// `name (added)`, `name (removed)`, `name (changed)`, in the new config's order.
+/// Whether `[gateway]` changes in a way the running parts see (its id is in topics, the
+/// health message's interval).
+pub fn gateway_changed(old: &Config, new: &Config) -> bool {
+    old.gateway.id != new.gateway.id || old.gateway.health_interval != new.gateway.health_interval
+}
+
+/// Whether `[mqtt]` changes: the uplink reconnects. TLS files may have changed on disk (a
+/// renewed certificate) with the same config text: with TLS the link is always rebuilt. The
+/// rustls config itself has no useful equality.
+pub fn mqtt_changed(old: &Config, new: &Config) -> bool {
+    let bare = |c: &Config| {
+        let mut m = c.mqtt.clone();
+        m.tls = None;
+        format!("{m:?}")
+    };
+    bare(old) != bare(new) || new.mqtt.tls.is_some()
+}
+
+/// Whether `[queue]` changes: applied to the open queue, the pipeline and housekeeping.
+pub fn queue_changed(old: &Config, new: &Config) -> bool {
+    format!("{:?}", old.queue) != format!("{:?}", new.queue)
+}
+
+/// `name (added)`, `name (removed)`, `name (changed)`, in the new config's order. An input
+/// that only moved in the list is the same input (readings carry its slot, not its place).
 fn input_changes(old: &[InputConfig], new: &[InputConfig]) -> Vec<String> {
     let find = |list: &[InputConfig], name: &str| list.iter().position(|i| &*i.name == name);
     let mut out = Vec::new();
-    for (i, n) in new.iter().enumerate() {
+    for n in new {
         match find(old, &n.name) {
             None => out.push(format!("{} (added)", n.name)),
             Some(j) if format!("{:?}", old[j]) != format!("{n:?}") => {
                 out.push(format!("{} (changed)", n.name))
             }
-            // Readings carry their input's index: a move in the list changes the mapping.
-            Some(j) if j != i => out.push(format!("{} (moved)", n.name)),
             Some(_) => {}
         }
     }
@@ -149,7 +161,7 @@ pub async fn listen(
             }
             Change::Apply { parts, notes } => {
                 let changed = parts.join("; ");
-                info!(config = %path.display(), %changed, "Config reloaded; restarting the inputs, the pipeline and the uplink with it.");
+                info!(config = %path.display(), %changed, "Config reloaded; applying what changed (the queue stays open).");
                 for note in notes {
                     warn!(config = %path.display(), note = %note, "Part of the new config waits for a restart.");
                 }
@@ -193,10 +205,8 @@ mod tests {
         let moved = config("").inputs.into_iter().rev().collect::<Vec<_>>();
         let mut swapped = config("");
         swapped.inputs = moved;
-        assert_eq!(
-            input_changes(&base.inputs, &swapped.inputs),
-            ["b (moved)", "a (moved)"]
-        );
+        assert!(input_changes(&base.inputs, &swapped.inputs).is_empty());
+        assert_eq!(compare(&base, &swapped), Change::None);
         let mut fewer = config("");
         fewer.inputs.truncate(1);
         assert_eq!(input_changes(&base.inputs, &fewer.inputs), ["b (removed)"]);

@@ -541,6 +541,67 @@ fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", gw.log());
 }
 
+/// SIGHUP applies part by part: an input that changes restarts alone (the serial port
+/// beside it stays open, the broker connection stays up, the queue stays open); a change to
+/// `[mqtt]` reconnects, with the queue and the serial port still open. Lines written to the
+/// port around both reloads all arrive.
+#[test]
+fn a_reload_restarts_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(&dir.path().join("broker"));
+    let sub = Subscriber::start(broker.port, "pr/#", "t-pr");
+    let mut pty = Pty::open();
+    let device = pty.path.clone();
+    let cfg = |topic_b: &str, keep_alive: &str| {
+        base_config(dir.path(), "gwpr", &broker.url(), "").replace(
+            "keep_alive = \"2s\"",
+            &format!("keep_alive = \"{keep_alive}\""),
+        ) + &format!(
+            "[queue]\ncommit_linger = \"20ms\"\n\n\
+             [[serial]]\nname = \"a\"\ndevice = \"{}\"\nformat = \"kv\"\ntopic = \"pr/a\"\n\n\
+             [[synthetic]]\nname = \"b\"\nrate = 20.0\nfields = [\"t\"]\ntopic = \"{topic_b}\"\n",
+            device.display()
+        )
+    };
+    let got_n = |n: i64| {
+        sub.messages().iter().any(|(t, p)| {
+            t == "pr/a"
+                && serde_json::from_str::<serde_json::Value>(p).unwrap()["n"].as_i64() == Some(n)
+        })
+    };
+    let count = |gw: &Gateway, line: &str| gw.log().matches(line).count();
+    let mut gw = Gateway::new(dir.path(), &cfg("pr/b", "2s"));
+    gw.start();
+    gw.wait_log("Serial port open.", LONG);
+    pty.line("n=1");
+    wait_until("n=1 on pr/a and readings on pr/b", LONG, || {
+        got_n(1) && sub.messages().iter().any(|(t, _)| t == "pr/b")
+    });
+
+    std::fs::write(&gw.config, cfg("pr/b2", "2s")).unwrap();
+    signal_pid(gw.pid(), Signal::SIGHUP);
+    wait_until("readings on pr/b2", LONG, || {
+        sub.messages().iter().any(|(t, _)| t == "pr/b2")
+    });
+    pty.line("n=2");
+    wait_until("n=2 on pr/a", LONG, || got_n(2));
+    assert_eq!(count(&gw, "Serial port open."), 1, "{}", gw.log());
+    assert_eq!(count(&gw, "Connected to the broker."), 1, "{}", gw.log());
+    assert_eq!(count(&gw, "Queue open."), 1, "{}", gw.log());
+
+    std::fs::write(&gw.config, cfg("pr/b2", "3s")).unwrap();
+    signal_pid(gw.pid(), Signal::SIGHUP);
+    wait_until("a second connection", LONG, || {
+        count(&gw, "Connected to the broker.") == 2
+    });
+    pty.line("n=3");
+    wait_until("n=3 on pr/a", LONG, || got_n(3));
+    assert_eq!(count(&gw, "Serial port open."), 1, "{}", gw.log());
+    assert_eq!(count(&gw, "Queue open."), 1, "{}", gw.log());
+    let (status, _) = gw.terminate(LONG);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", gw.log());
+}
+
 fn signal_pid(pid: u32, sig: Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }

@@ -60,6 +60,7 @@ mod ceiling;
 mod dead;
 mod files;
 mod lock;
+mod reconfigure;
 mod room;
 mod sql;
 #[cfg(test)]
