@@ -28,7 +28,8 @@
 //!   [`Queue::correct_stamps`] gives the rows of this boot stored that way the wall time
 //!   their time since boot gives (`clock` = 2); rows of an earlier boot keep theirs. That
 //!   update is the only change to a stored row, and it leaves topic and payload (the sizes
-//!   the accounting trusts) as they are.
+//!   the accounting trusts) as they are: a read hands out the mapper's payload with the
+//!   corrected stamp, and [`Stored::bytes`] with the size stored.
 //! - `meta.bytes` tracks the accounted size (topic + payload + [`ROW_OVERHEAD`] per row) of
 //!   every row on disk, released or not, and `meta.released_bytes` that of the released
 //!   ones, in the same transaction as every insert, release and delete: the size policy
@@ -109,6 +110,9 @@ pub struct Stored {
     pub created_ms: i64,
     /// Stamped before the clock synchronised and not corrected yet: its age is unknown.
     pub age_unknown: bool,
+    /// Topic and payload bytes as stored, which the size accounting counts. A payload whose
+    /// stamp a read corrected (see [`Queue::fetch`]) is longer than the one stored.
+    pub stored_bytes: u64,
 }
 
 /// Rows the broker confirmed, waiting to be deleted: their ids, and each one's topic and
@@ -172,9 +176,9 @@ impl FromIterator<(i64, u64)> for Confirmed {
 }
 
 impl Stored {
-    /// Topic and payload bytes, as the size accounting counts them.
+    /// Topic and payload bytes as stored, as the size accounting counts them.
     pub fn bytes(&self) -> u64 {
-        (self.topic.len() + self.payload.len()) as u64
+        self.stored_bytes
     }
 }
 
@@ -726,6 +730,9 @@ impl Queue {
     }
 
     /// Up to `limit` messages with an id above `after` and at most `upto`, oldest first.
+    /// A payload the mapper marked `"_clock":"unsynced"` whose row's stamp was corrected
+    /// since ([`Queue::correct_stamps`]) comes out with that stamp in `_ts` and marked
+    /// `"corrected"`; the row on disk keeps its payload.
     pub fn fetch_range(
         &self,
         after: i64,
@@ -1061,6 +1068,7 @@ fn fetch_range(
         retain: bool,
         created_ms: i64,
         age_unknown: bool,
+        stored_bytes: u64,
     }
     let mut stmt = conn.prepare_cached(sql::FETCH_RANGE)?;
     let mut rows = stmt.query(params![after, limit as i64, upto])?;
@@ -1091,7 +1099,14 @@ fn fetch_range(
                 }
             };
             // A payload is a BLOB as the gateway writes it; TEXT (another writer) reads the same.
-            payloads.extend_from_slice(r.get_ref(2)?.as_bytes_or_null()?.unwrap_or_default());
+            let payload = r.get_ref(2)?.as_bytes_or_null()?.unwrap_or_default();
+            let created_ms: i64 = r.get(5)?;
+            let clock: i64 = r.get(6)?;
+            let stored_bytes = (topic.len() + payload.len()) as u64;
+            match clock == sql::CLOCK_CORRECTED {
+                true => write_corrected(&mut payloads, payload, created_ms),
+                false => payloads.extend_from_slice(payload),
+            }
             Ok(Row {
                 id,
                 topic,
@@ -1102,8 +1117,9 @@ fn fetch_range(
                     Qos::AtLeastOnce
                 },
                 retain: r.get(4)?,
-                created_ms: r.get(5)?,
-                age_unknown: r.get(6)?,
+                created_ms,
+                age_unknown: clock == sql::CLOCK_UNSYNCED,
+                stored_bytes,
             })
         };
         match read() {
@@ -1135,10 +1151,55 @@ fn fetch_range(
                 retain: r.retain,
                 created_ms: r.created_ms,
                 age_unknown: r.age_unknown,
+                stored_bytes: r.stored_bytes,
             }
         })
         .collect();
     Ok(Fetched { rows, unreadable })
+}
+
+/// How the mapper ends the JSON payload of a reading stamped by a clock not synchronised,
+/// and how a read ends it once the row's stamp is corrected.
+const UNSYNCED_END: &[u8] = b",\"_clock\":\"unsynced\"}";
+const CORRECTED_END: &[u8] = b",\"_clock\":\"corrected\"}";
+const TS_KEY: &[u8] = b"\"_ts\":";
+
+/// Appends the payload of a row whose stamp was corrected to `out`. A payload the mapper
+/// marked unsynced (it ends `,"_clock":"unsynced"}`) gets the corrected stamp in its last
+/// `"_ts":<digits>` and ends `,"_clock":"corrected"}`, so that a consumer sees when the
+/// reading was taken; the stored row is not rewritten (its size is what the accounting
+/// counts). Any other payload is appended as it is.
+fn write_corrected(out: &mut BytesMut, payload: &[u8], created_ms: i64) {
+    let found = payload
+        .strip_suffix(UNSYNCED_END)
+        .and_then(|body| Some((body, last_ts(body)?)));
+    let Some((body, (start, end))) = found else {
+        out.extend_from_slice(payload);
+        return;
+    };
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(created_ms.to_string().as_bytes());
+    out.extend_from_slice(&body[end..]);
+    out.extend_from_slice(CORRECTED_END);
+}
+
+/// Where the digits of the last `"_ts":<digits>` key of a JSON object's text are. The
+/// mapper writes its own `_ts` after the sensor's fields; a key follows `{` or `,`, which
+/// inside a JSON string cannot precede an unescaped quote.
+fn last_ts(body: &[u8]) -> Option<(usize, usize)> {
+    let mut end = body.len();
+    while let Some(at) = body[..end].windows(TS_KEY.len()).rposition(|w| w == TS_KEY) {
+        let start = at + TS_KEY.len();
+        let digits = body[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if at > 0 && matches!(body[at - 1], b'{' | b',') && digits > 0 {
+            return Some((start, start + digits));
+        }
+        end = at;
+    }
+    None
 }
 
 /// The first id this boot can have stored (`meta.boot_first_id`); when the last open was in

@@ -92,7 +92,7 @@ pub const CORRECT_STAMPS: &str = concat!(
 /// The clock flag of each row in a range (`queue peek` and `export`).
 pub const CLOCK_RANGE: &str = "SELECT id, clock FROM outbox WHERE id BETWEEN ?1 AND ?2";
 pub const FETCH_RANGE: &str = concat!(
-    "SELECT id, topic, payload, qos, retain, created_ms, clock = 1 FROM outbox WHERE id > max(?1, ",
+    "SELECT id, topic, payload, qos, retain, created_ms, clock FROM outbox WHERE id > max(?1, ",
     released!(),
     ") AND id <= ?3 ORDER BY id LIMIT ?2"
 );

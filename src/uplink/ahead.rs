@@ -145,6 +145,7 @@ mod tests {
             retain: false,
             created_ms,
             age_unknown: false,
+            stored_bytes: (topic.len() + id.to_string().len()) as u64,
         }
     }
 
