@@ -190,6 +190,7 @@ impl Queue {
     /// Recomputes by a full scan the accounted bytes of the pending rows and of the
     /// released ones (for tests: they must equal `Stats::bytes` and
     /// `Stats::reclaimable_bytes`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn scan_bytes(&self) -> Result<(u64, u64), QueueError> {
         let scan = || -> Result<(u64, u64), rusqlite::Error> {
             let released = meta(&self.conn, "released")?;

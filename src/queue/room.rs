@@ -185,6 +185,7 @@ impl Queue {
     }
 
     /// Limits the file to `pages` pages, so tests can fill "the disk" (SQLITE_FULL).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn set_max_page_count(&self, pages: u64) -> Result<(), QueueError> {
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
