@@ -1,5 +1,6 @@
-//! Room on the disk for the queue: the bound on its WAL, and a reserve file that is given
-//! back when the disk is full.
+//! Room on the disk for the queue: the bound on its WAL, a reserve file that is given back
+//! when the disk is full, and what the queue does then ([`Queue::with_room`],
+//! [`Queue::maintain`]).
 //!
 //! - **The WAL is bounded.** SQLite checkpoints after [`wal_budget`] bytes of frames
 //!   (`wal_autocheckpoint`, instead of its default 1,000 pages, 4 MB) and truncates the WAL
@@ -36,8 +37,8 @@ const FIXED: u64 = 96 << 10;
 
 /// The accounted bytes (`meta.bytes`) that fit in `max_size` bytes of disk, the file plus
 /// its WAL: the WAL's budget and the fixed pages off, and rows take up to 4/3 of their
-/// accounted size in pages (measured with eviction and confirmations under way: 0.83 for
-/// 20-byte payloads, 0.98 for 130, 1.07 for 400, 1.34 for 1,000, three to a page).
+/// accounted size in pages (the largest ratio measured; see ARCHITECTURE.md's benchmark
+/// notes).
 pub fn accounted_limit(max_size: u64) -> u64 {
     let rows = max_size.saturating_sub(wal_budget(max_size) + FIXED);
     (rows / 4 * 3).max(16 << 10)
