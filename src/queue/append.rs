@@ -1,13 +1,14 @@
 //! Appending: the pipeline's batches become rows in one transaction each, under the size
 //! policy.
 //!
-//! **Invariant:** `meta.bytes` plus `meta.dead_bytes` stays within the policy's limit
-//! (`max_size`, or the lower cap after a full disk): released rows make room first (no
-//! loss), then `drop_oldest` evicts the fewest oldest pending rows or `drop_newest`
-//! refuses the batch's tail. Every drop is counted in `meta.dropped_full` in the same
-//! transaction, and the ids of refused messages are never handed out again.
-//! **Invariant:** a full disk never wedges the pipeline: the batch is tried again below
-//! what the disk holds, and refused and counted if even that fails.
+//! - **Invariant:** a batch goes in only after the policy made room for it within its limit
+//!   (`max_size`, or the lower cap after a full disk, less `meta.dead_bytes`): released
+//!   rows go first (no loss), then `drop_oldest` evicts the fewest oldest pending rows or
+//!   `drop_newest` refuses the batch's tail. Every drop is counted in `meta.dropped_full`
+//!   in the same transaction (on a full disk, in memory until it can be written), and the
+//!   ids of refused messages are never handed out again.
+//! - **Invariant:** a full disk never wedges the pipeline: the batch is tried again below
+//!   what the disk holds, and refused and counted if even that fails.
 
 use super::confirm::removed;
 use super::conn::{is_busy, is_damage, is_full};

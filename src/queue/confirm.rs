@@ -1,16 +1,16 @@
 //! Confirming: rows the broker confirmed are released or deleted, released rows are
 //! reclaimed, and the byte accounting follows every change.
 //!
-//! **Invariant:** when every row up to some id is confirmed, `meta.released` moves up to
-//! it and the rows stay on disk; rows confirmed behind one still unconfirmed are deleted.
-//! `released` only grows and never passes the highest id stored. Released rows are freed
-//! by SQLite's truncate (no `WHERE`: their pages are freed, not rewritten) in the
-//! transaction that finds nothing pending, otherwise by [`Queue::reclaim`].
-//! **Invariant:** `meta.bytes` (every row on disk) and `meta.released_bytes` (the released
-//! ones) change in the same transaction as the rows. [`Queue::ack_known`] trusts the sizes
-//! the uplink read for a run of ids above `meta.removed_upto` (nothing but a release has
-//! left the queue there), or where a count finds every row of the run; otherwise the run
-//! is sized by a scan.
+//! - **Invariant:** when every row up to some id is confirmed, `meta.released` moves up to
+//!   it and the rows stay on disk; rows confirmed behind one still unconfirmed are deleted.
+//!   `released` only grows and never passes the highest id stored. Released rows are freed
+//!   by SQLite's truncate (no `WHERE`: their pages are freed, not rewritten) in the
+//!   transaction that finds nothing pending, otherwise by [`Queue::reclaim`].
+//! - **Invariant:** `meta.bytes` (every row on disk) and `meta.released_bytes` (the released
+//!   ones) change in the same transaction as the rows. [`Queue::ack_known`] trusts the sizes
+//!   the uplink read for a run of ids above `meta.removed_upto` (nothing but a release has
+//!   left the queue there), or where a count finds every row of the run; otherwise the run
+//!   is sized by a scan.
 
 use super::{any, meta, sql, Queue, QueueError, ROW_OVERHEAD};
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -86,8 +86,9 @@ impl Queue {
     }
 
     /// Releases or deletes the rows the broker confirmed, trusting their sizes for the
-    /// accounting where every one of a run is still there (ids are never reused and a row is never
-    /// changed, so the sizes the uplink read are the sizes stored). A run with a row gone
+    /// accounting where every one of a run is still there (ids are never reused and a row's
+    /// topic and payload never change, so the sizes the uplink read with
+    /// [`super::Stored::bytes`] are the sizes stored). A run with a row gone
     /// (evicted, expired or purged meanwhile) is sized by a scan, as [`Queue::ack`] does.
     pub fn ack_known(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
         let rows: Vec<(i64, u64)> = rows

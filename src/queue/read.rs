@@ -1,14 +1,14 @@
 //! Reading the queue: [`Queue::fetch`] on the writer's connection, the read-only
 //! [`Reader`] the uplink and the CLI read through, and the backlog's [`Stats`].
 //!
-//! **Invariant:** a read sees pending rows only (`id > meta.released`), in id order, and
-//! never writes. One read is one buffer: payloads are slices of it and a topic repeated
-//! among the rows is one `Arc`, so reading a backlog costs no allocation per row.
-//! **Invariant:** a row that cannot be read back as a message (a topic that is not UTF-8,
-//! a column of the wrong type) fails alone: it is reported in [`Fetched::unreadable`] for
-//! the dead letters, and the read goes on.
-//! **Invariant:** a payload is handed out as stored, except that of a row whose stamp was
-//! corrected (see `stamps`); [`Stored::bytes`] is always the size stored.
+//! - **Invariant:** a read sees pending rows only (`id > meta.released`), in id order, and
+//!   never writes. One read is one buffer: payloads are slices of it and a topic repeated
+//!   among the rows is one `Arc`, so reading a backlog costs no allocation per row.
+//! - **Invariant:** a row that cannot be read back as a message (a topic that is not UTF-8,
+//!   a column of the wrong type) fails alone: it is reported in [`Fetched::unreadable`] for
+//!   the dead letters, and the read goes on.
+//! - **Invariant:** a payload is handed out as stored, except that of a row whose stamp was
+//!   corrected (see `stamps`); [`Stored::bytes`] is always the size stored.
 
 use super::conn::Conn;
 use super::{dead, meta, sql, stamps, Queue, QueueError};
@@ -34,7 +34,7 @@ pub struct Stored {
     /// Stamped before the clock synchronised and not corrected yet: its age is unknown.
     pub age_unknown: bool,
     /// Topic and payload bytes as stored, which the size accounting counts. A payload whose
-    /// stamp a read corrected (see [`Queue::fetch`]) is longer than the one stored.
+    /// stamp a read corrected (see [`Queue::fetch_range`]) differs from the one stored.
     pub stored_bytes: u64,
 }
 
@@ -232,9 +232,10 @@ fn fetch_range(
             let created_ms: i64 = r.get(5)?;
             let clock: i64 = r.get(6)?;
             let stored_bytes = (topic.len() + payload.len()) as u64;
-            match clock == sql::CLOCK_CORRECTED {
-                true => stamps::write_corrected(&mut payloads, payload, created_ms),
-                false => payloads.extend_from_slice(payload),
+            if clock == sql::CLOCK_CORRECTED {
+                stamps::write_corrected(&mut payloads, payload, created_ms);
+            } else {
+                payloads.extend_from_slice(payload);
             }
             Ok(Row {
                 id,
