@@ -107,3 +107,43 @@ fn last_ts(body: &[u8]) -> Option<(usize, usize)> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corrected(payload: &str, created_ms: i64) -> String {
+        let mut out = BytesMut::new();
+        write_corrected(&mut out, payload.as_bytes(), created_ms);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn only_the_mappers_unsynced_stamp_is_corrected() {
+        // The mapper's payload, its `_ts` first (a reading without fields).
+        assert_eq!(
+            corrected(r#"{"_ts":86400000,"_clock":"unsynced"}"#, 1_800_000_000_000),
+            r#"{"_ts":1800000000000,"_clock":"corrected"}"#
+        );
+        // The last key `_ts` with digits is the mapper's; an earlier one is the sensor's.
+        assert_eq!(
+            corrected(
+                r#"{"_ts":7,"a":1,"_ts":9,"_gw":"g","_clock":"unsynced"}"#,
+                42
+            ),
+            r#"{"_ts":7,"a":1,"_ts":42,"_gw":"g","_clock":"corrected"}"#
+        );
+        for unchanged in [
+            // Not marked unsynced, or not at the end.
+            r#"{"_ts":9,"_gw":"g"}"#,
+            r#"{"_ts":9,"_clock":"unsynced","x":1}"#,
+            "21.5",
+            // No key `_ts` with digits: a string, or a key `a"_ts` (its quote escaped).
+            r#"{"_ts":"9","_clock":"unsynced"}"#,
+            r#"{"a\"_ts":9,"_clock":"unsynced"}"#,
+            r#"{"_clock":"unsynced"}"#,
+        ] {
+            assert_eq!(corrected(unchanged, 42), unchanged);
+        }
+    }
+}
