@@ -37,6 +37,9 @@ pub mod store;
 pub mod strikes;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use crate::config::{MqttConfig, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
