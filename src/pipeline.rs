@@ -388,4 +388,57 @@ mod tests {
             dead[0].reason
         );
     }
+
+    /// A batch commits `commit_linger` after its first message, or at once when it reaches
+    /// `commit_every`. Time is paused: the commit's own trip runs on a SQLite thread while
+    /// the clock has no timer but the linger to jump to.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_commits_after_the_linger_or_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 64 << 20,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let queue = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let queue: SharedQueue = Arc::new(Mutex::new(queue));
+        let (tx, rx) = mpsc::channel(256);
+        let (committed_tx, mut committed) = watch::channel(0);
+        let linger = Duration::from_millis(500);
+        let commit = GroupCommit { every: 10, linger };
+        let routing = Routing::fixed(Mapper::new(&config("1MiB")), commit);
+        let metrics = Arc::new(Metrics::default());
+        let run = run(rx, routing, queue.clone(), committed_tx, metrics.clone());
+        let pipeline = tokio::spawn(run);
+
+        // Three readings wait for the linger, then commit together.
+        let start = Instant::now();
+        for _ in 0..3 {
+            tx.send(reading("x")).await.unwrap();
+        }
+        committed.changed().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            linger,
+            "the first batch committed after the linger"
+        );
+        assert_eq!(Metrics::get(&metrics.committed), 3);
+
+        // A full batch does not wait.
+        let start = Instant::now();
+        for _ in 0..10 {
+            tx.send(reading("x")).await.unwrap();
+        }
+        committed.changed().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full batch committed at once"
+        );
+        assert_eq!(Metrics::get(&metrics.committed), 13);
+
+        drop(tx);
+        pipeline.await.unwrap().unwrap();
+        assert_eq!(lock(&queue).next_id() - 1, *committed.borrow());
+    }
 }
