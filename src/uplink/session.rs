@@ -13,8 +13,8 @@
 
 use super::flight::{Flight, Item, Mismatch, Written};
 use super::strikes::{Strikes, Suspect};
-use crate::queue::Confirmed;
-use std::collections::HashMap;
+use crate::queue::{Confirmed, Fetched};
+use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
 /// Rows to move to the dead-letter table, and why.
@@ -211,6 +211,30 @@ impl Session {
     /// suspects.
     pub fn forget_suspects(&mut self, gone: &[i64]) {
         self.strikes.forget(gone);
+    }
+
+    /// A read of the ids after `after` up to `hi` found `fetched`: suspects it should have
+    /// met and did not are gone from the queue (expired, evicted, purged), no reason to
+    /// stay alone any more.
+    pub fn forget_suspects_unread(&mut self, after: i64, hi: i64, fetched: &Fetched) {
+        let Some(s) = self.suspect() else { return };
+        let gone: Vec<i64> = s
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| *id > after && *id <= hi)
+            .filter(|id| {
+                !fetched.rows.iter().any(|r| r.id == *id)
+                    && !fetched.unreadable.iter().any(|u| u.0 == *id)
+            })
+            .collect();
+        self.forget_suspects(&gone);
+    }
+
+    /// The ids condemned and not yet buried, with `burying`, those a burial is moving.
+    pub fn condemned(&self, burying: &[i64]) -> HashSet<i64> {
+        let dead = self.dead.iter().flat_map(|c| c.ids.iter().copied());
+        dead.chain(burying.iter().copied()).collect()
     }
 
     /// Forgets the connection (rumqttc's state was cleaned). Confirmed rows in `acked`
