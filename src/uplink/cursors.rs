@@ -84,10 +84,6 @@ impl Cursors {
         true
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// The connection is up with `last` the newest row committed: fixes the backlog's end
     /// (`live_first`) and the end of an on_demand window, once per connection.
     pub fn take_split(&mut self, last: i64, live_first: bool) {

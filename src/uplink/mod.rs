@@ -21,20 +21,20 @@
 //! the order of registrations is the order rumqttc sees.
 
 pub mod batch;
-pub mod cursors;
-pub mod dead;
-pub mod face;
+mod cursors;
+mod dead;
+mod face;
 pub mod flight;
 pub mod link;
-pub mod outbound;
-pub mod pacer;
-pub mod poller;
-pub mod pump;
-pub mod read_ahead;
-pub mod retry;
-pub mod session;
-pub mod store;
-pub mod strikes;
+mod outbound;
+mod pacer;
+mod poller;
+mod pump;
+mod read_ahead;
+mod retry;
+mod session;
+mod store;
+mod strikes;
 pub mod tls;
 
 #[cfg(test)]
