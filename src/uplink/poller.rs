@@ -95,14 +95,14 @@ pub(super) async fn poll_until_cancelled<E: Events>(
                 }
                 Link::Connecting { trial }
             }
-            Link::Connecting { .. } | Link::Online { .. } => {
-                let event = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return,
-                    e = p.events.poll() => e,
-                };
-                p.on_event(link, event)
-            }
+            Link::Connecting { trial } => match p.next_event(cancel).await {
+                Some(event) => p.on_event(false, trial, event),
+                None => return,
+            },
+            Link::Online { trial } => match p.next_event(cancel).await {
+                Some(event) => p.on_event(true, trial, event),
+                None => return,
+            },
         };
     }
 }
@@ -111,6 +111,18 @@ impl<E: Events> Poller<'_, E> {
     fn beat(&self) {
         let ms = crate::service::now_ms();
         self.metrics.poller_beat.store(ms, Relaxed);
+    }
+
+    /// The event loop's next event; None when cancelled.
+    async fn next_event(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Option<Result<LinkEvent, LinkError>> {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            e = self.events.poll() => Some(e),
+        }
     }
 
     /// Forgets the connection: the client's state and requests, and the session's.
@@ -134,13 +146,14 @@ impl<E: Events> Poller<'_, E> {
         }
     }
 
-    fn on_event(&mut self, link: Link, event: Result<LinkEvent, LinkError>) -> Link {
+    /// What an event makes of a connection (`online`: the link was [`Link::Online`]).
+    fn on_event(
+        &mut self,
+        mut online: bool,
+        mut trial: Option<Trial>,
+        event: Result<LinkEvent, LinkError>,
+    ) -> Link {
         let now = now();
-        let (mut online, mut trial) = match link {
-            Link::Online { trial } => (true, trial),
-            Link::Connecting { trial } => (false, trial),
-            _ => unreachable!("only a connection is polled"),
-        };
         match event {
             Ok(LinkEvent::ConnAck {
                 receive_max,
