@@ -284,3 +284,22 @@ async fn an_on_demand_window_sends_what_was_committed_says_it_sleeps_and_disconn
         "the second window opened {between:?} after the first"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_says_goodbye_on_the_availability_topic_then_disconnects() {
+    let rig = Rig::start(config(""), &[Step::Accept], 3);
+    rig.fake.until(|s| s.rows().len() == 3).await;
+    let fake = rig.stop().await;
+    let s = fake.lock();
+    let tail: Vec<String> = s.log[s.log.len() - 2..]
+        .iter()
+        .map(|(_, e)| match e {
+            Seen::Publish(o) => format!("{} {}", o.topic, String::from_utf8_lossy(&o.payload)),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        [format!("{AVAILABILITY} offline"), "Disconnect".into()]
+    );
+}
