@@ -368,38 +368,11 @@ impl<E: Events> Poller<'_, E> {
         }
         self.handle.wake.notify_one();
         self.metrics.online.store(false, Relaxed);
-        self.log_failure(online, trial.is_some(), &e);
-        self.back_off(None)
-    }
-
-    /// Logs a failure: a lost connection, the start of a flapping episode, or a broker out
-    /// of reach (the same failure again only at debug).
-    fn log_failure(&mut self, online: bool, unproven: bool, e: &LinkError) {
-        let text = &e.text;
-        let same: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
-        let r = &mut self.retry;
-        if unproven {
-            r.flaps += 1;
+        if trial.is_some() {
             Metrics::add(&self.metrics.flaps, 1);
         }
-        if online && unproven && r.flaps >= 2 {
-            if r.flaps == 2 {
-                warn!(error = %text, retry_in = ?r.backoff, "The broker accepts the connection and then drops it; backing off longer each time until a connection holds.");
-            } else {
-                debug!(error = %text, flaps = r.flaps, "Connection dropped again before it proved stable.");
-            }
-        } else if online {
-            warn!(error = %text, "Connection to the broker lost; queueing on disk.");
-        } else if r.last_error.as_deref() == Some(same.as_str()) {
-            debug!(error = %text, retry_in = ?r.backoff, "Cannot reach the broker.");
-        } else if e.needs_operator {
-            // A certificate that does not verify, or credentials the broker refuses, will
-            // not fix themselves: an operator must act.
-            error!(error = %text, "Broker refused the connection (TLS or credentials); retrying with backoff.");
-        } else {
-            warn!(error = %text, "Cannot reach the broker; queueing on disk and retrying.");
-        }
-        r.last_error = Some(same);
+        self.retry.failed(online, trial.is_some(), &e);
+        self.back_off(None)
     }
 }
 

@@ -8,8 +8,10 @@
 //! reconnect storm. Drops of connections that never proved stable are `flaps`, logged once
 //! per episode.
 
+use super::face::LinkError;
 use crate::config::MqttConfig;
 use std::time::{Duration, Instant};
+use tracing::{debug, error, warn};
 
 /// A connection not yet proved stable: when it came up, and whether a row's PUBACK arrived
 /// (the birth message alone proves little).
@@ -39,7 +41,7 @@ pub struct Retry {
     min: Duration,
     max: Duration,
     /// The next wait, before jitter.
-    pub backoff: Duration,
+    backoff: Duration,
     /// Drops of connections that had not proved stable, in this episode.
     pub flaps: u32,
     /// The last failure's text without its digits: the same failure again is logged once.
@@ -69,5 +71,34 @@ impl Retry {
     pub fn reset(&mut self) {
         self.backoff = self.min;
         self.flaps = 0;
+    }
+
+    /// A connection failed or could not be made (`online`: it had come up; `unproven`: it
+    /// had not proved stable, a flap). Logs a lost connection, the start of a flapping
+    /// episode, or a broker out of reach; the same failure again only at debug.
+    pub fn failed(&mut self, online: bool, unproven: bool, e: &LinkError) {
+        let text = &e.text;
+        let same: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if unproven {
+            self.flaps += 1;
+        }
+        if online && unproven && self.flaps >= 2 {
+            if self.flaps == 2 {
+                warn!(error = %text, retry_in = ?self.backoff, "The broker accepts the connection and then drops it; backing off longer each time until a connection holds.");
+            } else {
+                debug!(error = %text, flaps = self.flaps, "Connection dropped again before it proved stable.");
+            }
+        } else if online {
+            warn!(error = %text, "Connection to the broker lost; queueing on disk.");
+        } else if self.last_error.as_deref() == Some(same.as_str()) {
+            debug!(error = %text, retry_in = ?self.backoff, "Cannot reach the broker.");
+        } else if e.needs_operator {
+            // A certificate that does not verify, or credentials the broker refuses, will
+            // not fix themselves: an operator must act.
+            error!(error = %text, "Broker refused the connection (TLS or credentials); retrying with backoff.");
+        } else {
+            warn!(error = %text, "Cannot reach the broker; queueing on disk and retrying.");
+        }
+        self.last_error = Some(same);
     }
 }
