@@ -27,6 +27,9 @@ pub struct Appended {
     pub evicted_old: u64,
 }
 
+/// How far ahead [`Queue::pass`] records numbers handed out without a row.
+pub const SEQ_BLOCK: i64 = 1024;
+
 impl Queue {
     /// Accounted size of a message.
     pub fn size_of(m: &NewMessage) -> u64 {
@@ -127,6 +130,9 @@ impl Queue {
         let dropped = out.evicted_old + out.dropped_new + self.unsaved_dropped;
         let mut meta_add = tx.prepare_cached(sql::META_ADD)?;
         meta_add.execute(params!["dropped_full", dropped as i64])?;
+        if self.unsaved_unwritten > 0 {
+            meta_add.execute(params!["unwritten", self.unsaved_unwritten as i64])?;
+        }
         meta_add.execute(params!["bytes", bytes as i64 - self.bytes as i64])?;
         if reclaimed > 0 {
             meta_add.execute(params!["released_bytes", -(reclaimed as i64)])?;
@@ -135,13 +141,54 @@ impl Queue {
         tx.commit()?;
         self.reclaimable = reclaimable;
         self.unsaved_dropped = 0;
+        self.unsaved_unwritten = 0;
         self.bytes = bytes;
         self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
+        self.seq_reserved = self.seq_reserved.max(self.next_id - 1);
         if let Some(first) = batch[..take].iter().find(|m| m.unsynced_mono_ms.is_some()) {
             self.unsynced_from = Some(self.unsynced_from.unwrap_or(first.seq).min(first.seq));
         }
         out.stored = take;
         Ok(out)
+    }
+
+    /// Records every sequence number up to `upto` as handed out, before any of them can
+    /// reach a consumer without a row (the live path): after a crash the queue numbers on
+    /// above them. Returns the numbers recorded so far.
+    pub fn reserve_seq(&mut self, upto: i64) -> Result<i64, QueueError> {
+        self.ceiling.cover(upto);
+        if upto > self.seq_reserved {
+            let set = |conn: &rusqlite::Connection| super::set_last_id(conn, upto);
+            self.with_room(|conn| set(conn))
+                .map_err(|e| self.conn.err(e))?;
+            self.seq_reserved = upto;
+        }
+        Ok(self.seq_reserved)
+    }
+
+    /// Counts `n` messages the broker acknowledged before their commit: saved in
+    /// `meta.unwritten` with the next transaction that writes rows, or at a clean stop (no
+    /// write of its own: that would cost what skipping the commit saved).
+    pub fn count_unwritten(&mut self, n: u64) {
+        self.unsaved_unwritten += n;
+    }
+
+    /// The numbers recorded as handed out ([`Queue::reserve_seq`]).
+    pub fn seq_reserved(&self) -> i64 {
+        self.seq_reserved
+    }
+
+    /// Sequence numbers up to `last` were handed out without a row (messages the broker
+    /// acknowledged from memory, see `live`): later ones start above it, after a restart
+    /// too. The file records them ahead in blocks of [`SEQ_BLOCK`] (one small transaction
+    /// per block, not per commit); a clean stop ([`Queue::mark_clean`]) records the exact
+    /// number, so only a crash leaves a gap of at most a block.
+    pub fn pass(&mut self, last: i64) -> Result<(), QueueError> {
+        self.next_id = self.next_id.max(last + 1);
+        if last > self.seq_reserved {
+            self.reserve_seq(last + SEQ_BLOCK)?;
+        }
+        Ok(())
     }
 
     /// The disk itself is full (SQLITE_FULL): gives back the reserve and checkpoints

@@ -51,6 +51,32 @@ impl Confirmed {
         self.sizes.extend(other.sizes);
     }
 
+    /// Takes those with an id above `id`, leaving the rest in their order.
+    pub fn take_above(&mut self, id: i64) -> Confirmed {
+        if self.ids.iter().all(|&i| i <= id) {
+            return Confirmed::default();
+        }
+        let mut above = Confirmed::default();
+        let mut rest = Confirmed::default();
+        for (&i, &b) in self.ids.iter().zip(&self.sizes) {
+            match i > id {
+                true => above.push(i, b),
+                false => rest.push(i, b),
+            }
+        }
+        *self = rest;
+        above
+    }
+
+    /// These without the ids `gone`.
+    pub fn without(self, gone: &[i64]) -> Confirmed {
+        self.ids
+            .into_iter()
+            .zip(self.sizes)
+            .filter(|(i, _)| !gone.contains(i))
+            .collect()
+    }
+
     /// Takes the first `n` (all when there are fewer), leaving the rest.
     pub fn take_first(&mut self, n: usize) -> Confirmed {
         if n >= self.len() {

@@ -73,6 +73,7 @@ mod confirm;
 mod conn;
 mod dead;
 mod files;
+mod live;
 mod lock;
 mod read;
 mod reconfigure;
@@ -83,12 +84,13 @@ mod stamps;
 #[cfg(test)]
 mod state_tests;
 
-pub use append::Appended;
+pub use append::{Appended, SEQ_BLOCK};
 pub use confirm::Confirmed;
 pub use conn::QueueError;
 pub use dead::{Burial, Buried, DeadLetter};
 pub use files::{open_or_reset, read_clocks, read_oldest, read_stats};
-pub use lock::StateLock;
+pub use live::{Handed, Live};
+pub use lock::{holder, StateLock};
 pub use read::{Fetched, Reader, Stats, Stored};
 pub use room::{accounted_limit, reserve_size, wal_budget};
 pub use stamps::CORRECT_CHUNK;
@@ -117,6 +119,12 @@ pub struct Queue {
     conn: Conn,
     opts: QueueOptions,
     next_id: i64,
+    /// The last id the file has recorded as handed out (`sqlite_sequence`): numbers of
+    /// messages delivered from memory and never written are reserved up to it in blocks
+    /// ([`Queue::pass`]).
+    seq_reserved: i64,
+    /// Messages sent without being written, not yet counted in `meta.unwritten`.
+    unsaved_unwritten: u64,
     bytes: u64,
     /// Drops that could not be written to `meta` yet (the disk was full); written by the
     /// next transaction that can ([`Queue::maintain`] at the latest).
@@ -220,7 +228,7 @@ impl Queue {
         let mut ceiling = ceiling::Ceiling::read(path);
         if tables.is_empty() && last == 0 && ceiling.value() > 1 {
             last = ceiling.value() - 1;
-            conn.execute(sql::SET_LAST_ID, params![last]).map_err(err)?;
+            set_last_id(&conn, last).map_err(err)?;
         }
         ceiling.cover(last + 1);
         let boot_first_id = stamps::this_boot_from(&conn, last + 1).map_err(err)?;
@@ -231,6 +239,8 @@ impl Queue {
             conn,
             opts,
             next_id: last + 1,
+            seq_reserved: last,
+            unsaved_unwritten: 0,
             bytes: bytes.max(0) as u64,
             unsaved_dropped: 0,
             reclaimable,
@@ -254,6 +264,8 @@ impl Queue {
             return Ok(false);
         }
         let full = self.opts.synchronous_full;
+        let (reserved, next_id) = (self.seq_reserved, self.next_id);
+        let unwritten = self.unsaved_unwritten;
         let run = |conn: &Connection| -> Result<bool, rusqlite::Error> {
             // The WAL goes into the file first, so that the flag is not followed by a
             // checkpoint of up to a thousand pages when the connection closes: a disk that
@@ -267,6 +279,14 @@ impl Queue {
                 return Ok(false);
             }
             conn.execute_batch(sql::SYNC_FULL)?;
+            // Numbers reserved ahead for messages never written go back to the exact next
+            // one: a clean stop leaves no gap in the sequence.
+            if reserved > next_id - 1 {
+                set_last_id(conn, next_id - 1)?;
+            }
+            if unwritten > 0 {
+                conn.execute(sql::META_ADD, params!["unwritten", unwritten as i64])?;
+            }
             conn.execute(sql::META_SET, params!["clean", 1])?;
             if !full {
                 conn.execute_batch(sql::SYNC_NORMAL)?;
@@ -291,9 +311,7 @@ impl Queue {
     /// consumers that deduplicate by sequence number do not drop new messages).
     pub fn raise_next_id(&mut self, floor: i64) -> Result<(), QueueError> {
         if floor >= self.next_id {
-            self.conn
-                .execute(sql::SET_LAST_ID, params![floor])
-                .map_err(|e| self.conn.err(e))?;
+            set_last_id(&self.conn, floor).map_err(|e| self.conn.err(e))?;
             self.next_id = floor + 1;
             self.ceiling.cover(self.next_id);
         }
@@ -369,6 +387,20 @@ fn meta(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
 fn any(conn: &Connection, query: &str, id: i64) -> Result<bool, rusqlite::Error> {
     conn.prepare_cached(query)?
         .query_row(params![id], |r| r.get(0))
+}
+
+/// Sets the last id handed out (`sqlite_sequence`, which has no unique key: its one row
+/// for `outbox` is updated, or inserted when there is none).
+pub(super) fn set_last_id(conn: &Connection, seq: i64) -> Result<(), rusqlite::Error> {
+    if conn
+        .prepare_cached(sql::UPDATE_LAST_ID)?
+        .execute(params![seq])?
+        == 0
+    {
+        conn.prepare_cached(sql::INSERT_LAST_ID)?
+            .execute(params![seq])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,6 +43,20 @@ impl Stored {
     pub fn bytes(&self) -> u64 {
         self.stored_bytes
     }
+
+    /// The row `m` becomes when it is committed (the live path hands it out before).
+    pub fn from_new(m: &crate::mapping::NewMessage) -> Stored {
+        Stored {
+            id: m.seq,
+            topic: Arc::from(m.topic.as_str()),
+            payload: Bytes::copy_from_slice(&m.payload),
+            qos: m.qos,
+            retain: m.retain,
+            created_ms: m.created_ms,
+            age_unknown: m.unsynced_mono_ms.is_some(),
+            stored_bytes: (m.topic.len() + m.payload.len()) as u64,
+        }
+    }
 }
 
 /// The backlog, as `sensorgate queue stats` prints it.
@@ -71,6 +85,9 @@ pub struct Stats {
     pub dead_held: u64,
     /// Of `dead`: the oldest dead letters discarded to keep them within their room.
     pub dead_discarded: u64,
+    /// Messages the broker acknowledged before their commit, never written (saved with the
+    /// next commit that writes, or at a clean stop).
+    pub unwritten: u64,
 }
 
 /// What one read of the queue found: the rows, in id order, and the ids of rows that
@@ -308,5 +325,6 @@ fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, 
         dead: meta(conn, "dead")?.max(0) as u64,
         dead_held: dead::dead_held(conn)?,
         dead_discarded: meta(conn, "dead_discarded")?.max(0) as u64,
+        unwritten: meta(conn, "unwritten")?.max(0) as u64,
     })
 }

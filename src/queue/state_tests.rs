@@ -289,3 +289,48 @@ fn a_large_backlog_is_corrected_a_chunk_at_a_time() {
     let last = q.fetch_after(n - 1, 1).unwrap();
     assert_eq!(last[0].created_ms, NOW_MS);
 }
+
+/// Numbers handed out without a row (messages delivered from memory) are never handed out
+/// again: after a crash the queue numbers on above what was reserved; after a clean stop
+/// exactly after the last one; `sqlite_sequence` keeps one row for the outbox.
+#[test]
+fn numbers_reserved_for_unwritten_messages_are_not_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut q = Queue::open(&path, opts()).unwrap();
+    q.append(&[message(1, NOW_MS, None), message(2, NOW_MS, None)])
+        .unwrap();
+    assert_eq!(
+        q.reserve_seq(2 + super::SEQ_BLOCK).unwrap(),
+        2 + super::SEQ_BLOCK
+    );
+    // 3 and 4 went out from memory; 5 was written.
+    q.pass(4).unwrap();
+    q.append(&[message(5, NOW_MS, None)]).unwrap();
+    drop(q); // a crash: no clean mark
+    let rows = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name = 'outbox'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(rows(&path), 1);
+    let mut q = Queue::open(&path, opts()).unwrap();
+    assert_eq!(
+        q.next_id(),
+        3 + super::SEQ_BLOCK,
+        "above every number reserved"
+    );
+    // A clean stop records the exact next number.
+    q.pass(q.next_id() + 7).unwrap();
+    let next = q.next_id();
+    assert!(q.mark_clean().unwrap());
+    drop(q);
+    assert_eq!(rows(&path), 1);
+    let q = Queue::open(&path, opts()).unwrap();
+    assert_eq!(q.next_id(), next);
+}

@@ -43,6 +43,7 @@ mod tests;
 use crate::config::{MqttConfig, Qos};
 use crate::metrics::Metrics;
 use crate::pipeline::{lock, SharedQueue};
+use crate::queue::Live;
 use face::{Events, LinkEvent, Outbound, Publisher};
 use flight::Item;
 use session::Session;
@@ -115,35 +116,24 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Runs the uplink until `cancel` fires; then publishes the will payload, disconnects, and
-/// releases or deletes what was confirmed. `committed` carries the last committed row id.
-pub async fn run(
-    cfg: MqttConfig,
-    queue: SharedQueue,
-    committed: watch::Receiver<i64>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-    damaged: CancellationToken,
-    ready: tokio::sync::oneshot::Sender<Handle>,
-) {
+/// Runs the uplink until `parts.cancel` fires; then publishes the will payload,
+/// disconnects, and releases or deletes what was confirmed.
+pub async fn run(cfg: MqttConfig, parts: Parts, ready: tokio::sync::oneshot::Sender<Handle>) {
     let (client, eventloop) = link::connect(&cfg);
-    let parts = Parts {
-        queue,
-        committed,
-        metrics,
-        cancel,
-        damaged,
-    };
     run_on(cfg, Arc::new(client), eventloop, parts, ready).await
 }
 
 /// What the uplink works with besides its client.
-struct Parts {
-    queue: SharedQueue,
-    committed: watch::Receiver<i64>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-    damaged: CancellationToken,
+pub struct Parts {
+    pub queue: SharedQueue,
+    /// The last committed row id.
+    pub committed: watch::Receiver<i64>,
+    /// Messages offered before their commit (see `queue::Live`).
+    pub live: Option<Arc<Live>>,
+    pub metrics: Arc<Metrics>,
+    pub cancel: CancellationToken,
+    /// Cancelled by whoever finds the queue file damaged.
+    pub damaged: CancellationToken,
 }
 
 /// [`run`] over any client behind the face.
@@ -157,6 +147,7 @@ async fn run_on<E: Events>(
     let Parts {
         queue,
         committed,
+        live,
         metrics,
         cancel,
         damaged,
@@ -172,11 +163,14 @@ async fn run_on<E: Events>(
     let mut pump = tokio::spawn(pump::pump(
         cfg.clone(),
         handle.clone(),
-        queue.clone(),
-        committed,
-        metrics.clone(),
-        pump_cancel.clone(),
-        damaged.clone(),
+        Parts {
+            queue: queue.clone(),
+            committed,
+            live,
+            metrics: metrics.clone(),
+            cancel: pump_cancel.clone(),
+            damaged: damaged.clone(),
+        },
     ));
 
     let pump_ended = tokio::select! {

@@ -43,6 +43,10 @@ impl Pump {
         // Rows on their way to the dead letters are not sent again.
         let condemned = f.condemned(self.burials.ids());
         for row in fetched.rows {
+            // Taken from memory before its commit: sent already.
+            if row.id <= self.live_taken {
+                continue;
+            }
             if !condemned.contains(&row.id) {
                 self.lanes.push(&plan, row, now, now_ms, self.max_delay);
             }

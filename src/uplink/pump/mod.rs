@@ -24,19 +24,20 @@ mod send;
 
 use super::cursors::{Cursors, Lanes};
 use super::dead::Burials;
+use super::outbound::{outbound, unsendable};
 use super::pacer::Pacer;
+use super::read_ahead::Waiting;
 use super::session::Session;
 use super::store::{Done, Store, CONFIRM_CHUNK, READ_CHUNK};
 use super::{now, Handle};
 use crate::config::{Connection, MqttConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::SharedQueue;
-use crate::queue::QueueError;
+use crate::queue::{Confirmed, Live, QueueError};
 use send::Closing;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What one look at the session found, for the steps of a round.
@@ -54,6 +55,14 @@ struct Look {
     deletes_pending: bool,
     /// The queue is to be read from the start and confirmed rows are not gone yet.
     read_blocked: bool,
+}
+
+/// Resolves when the pipeline offers a message (never without a live path).
+async fn offered(live: &Option<Arc<Live>>) {
+    match live {
+        Some(live) => live.offered.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// After a failed trip, no new one for this long.
@@ -78,20 +87,26 @@ struct Pump {
     reclaim_left: bool,
     /// After a failed trip, no new one before this.
     db_pause: Option<Instant>,
+    /// Messages offered before their commit, and the last one this connection took.
+    live: Option<Arc<Live>>,
+    live_taken: i64,
+    /// Rows taken from memory and confirmed while their commit was under way: confirmed in
+    /// the queue once the commit is done.
+    live_held: Confirmed,
 }
 
 /// Sends until cancelled. Rows are read ahead (a window's worth of messages, at least two
 /// reads' worth of rows), so SQLite is read in bulk rather than once per acknowledgement.
 /// With `live_first`, rows committed after the connection came up go before the backlog.
-pub(super) async fn pump(
-    cfg: Arc<MqttConfig>,
-    handle: Handle,
-    queue: SharedQueue,
-    mut committed: watch::Receiver<i64>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-    damaged: CancellationToken,
-) {
+pub(super) async fn pump(cfg: Arc<MqttConfig>, handle: Handle, parts: super::Parts) {
+    let super::Parts {
+        queue,
+        mut committed,
+        live,
+        metrics,
+        cancel,
+        damaged,
+    } = parts;
     let mut p = Pump {
         per_message: cfg.batch.as_ref().map_or(1, |b| b.max_readings),
         max_delay: cfg.batch.as_ref().map_or(Duration::ZERO, |b| b.max_delay),
@@ -104,6 +119,9 @@ pub(super) async fn pump(
         burials: Burials::default(),
         reclaim_left: true,
         db_pause: None,
+        live,
+        live_taken: 0,
+        live_held: Confirmed::default(),
         cfg,
         handle,
         queue,
@@ -134,6 +152,7 @@ pub(super) async fn pump(
                 }
             }
             _ = p.handle.wake.notified() => {}
+            _ = offered(&p.live) => {}
             r = committed.changed(), if pipeline_open => pipeline_open = r.is_ok(),
             _ = sleep => {
                 if p.db_pause.is_some_and(|t| now() >= t) {
@@ -146,6 +165,8 @@ pub(super) async fn pump(
                 let (errors, unsaved) = p.store.settle().await;
                 errors.iter().for_each(|e| p.on_error(e));
                 p.handle.session().acked.extend(unsaved);
+                // Committed by now: the pipeline ends before the uplink.
+                p.handle.session().acked.extend(std::mem::take(&mut p.live_held));
                 p.metrics.uplink_db_since.store(0, Relaxed);
                 return;
             }
@@ -169,11 +190,13 @@ impl Pump {
         let mut f = super::locked(&session);
         let look = self.follow(&f, committed);
         self.read(&look);
+        self.take_live(&f, &look);
         let paced = self.send(&mut f, &look);
         let (wait_until, idle) = self.next_look(&f, &look, paced);
+        self.settle_live(&mut f, committed);
         self.confirm(&mut f, &look, idle);
         drop(f);
-        self.bury();
+        self.bury(committed);
         wait_until
     }
 
@@ -181,9 +204,15 @@ impl Pump {
     fn follow(&mut self, f: &Session, committed: i64) -> Look {
         let now = now();
         if self.cursors.follow(f.epoch) {
-            // A new connection: every row left in the queue is unconfirmed.
+            // A new connection: every row left in the queue is unconfirmed, and what was
+            // taken from memory and not confirmed is read from the queue once committed.
             self.lanes.clear();
             self.closing = Closing::Open;
+            self.live_taken = 0;
+        }
+        if let Some(live) = &self.live {
+            let applies = self.per_message == 1 && !self.on_demand;
+            live.set_taking(applies && f.online);
         }
         let mut last = committed;
         if f.online {
@@ -194,7 +223,8 @@ impl Pump {
         }
         let window = f.window() as usize;
         // Confirmed rows must be gone before the queue is read again from the start.
-        let deletes_pending = self.store.confirming() || !f.acked.is_empty();
+        let deletes_pending =
+            self.store.confirming() || !f.acked.is_empty() || !self.live_held.is_empty();
         Look {
             now,
             db_ready: self.db_pause.is_none_or(|t| now >= t),
@@ -267,11 +297,70 @@ impl Pump {
         }
     }
 
+    /// Step 2b, the live path: when everything committed has been sent (nothing read ahead
+    /// or being read, no commit under way), takes the messages the pipeline offered, in
+    /// sequence order from the next one after all sent, into the fresh lane.
+    fn take_live(&mut self, f: &Session, look: &Look) {
+        let Some(live) = &self.live else { return };
+        let caught_up = live.wanted()
+            && f.online
+            && !f.alone()
+            && self.closing == Closing::Open
+            && look.db_ready
+            && !look.read_blocked
+            && self.lanes.is_empty()
+            && !self.store.reading()
+            && !self.cursors.behind(look.last)
+            && live.handed() == look.last;
+        if !caught_up {
+            return;
+        }
+        let next = self.live_taken.max(look.last) + 1;
+        let (now, now_ms) = (look.now, crate::service::now_ms() as i64);
+        let v5 = self.cfg.protocol == crate::config::Protocol::V5;
+        for row in live.take(next, f.room() as usize) {
+            // One this connection cannot carry is left to its commit, and the rest with
+            // it: read from the queue, it becomes a dead letter there.
+            let probe = [Waiting { row, due: now }];
+            let (out, _) = outbound(&self.cfg, &probe, now_ms);
+            if unsendable(&out, v5, f.max_packet).is_some() {
+                break;
+            }
+            let [Waiting { row, .. }] = probe;
+            self.live_taken = row.id;
+            self.lanes.fresh.push(row, now, now_ms, self.max_delay);
+        }
+    }
+
+    /// Rows confirmed above the last commit were taken from memory: those no commit has
+    /// started on are never written (the pipeline skips them); the others wait until their
+    /// commit is done to be confirmed in the queue.
+    fn settle_live(&mut self, f: &mut Session, committed: i64) {
+        let Some(live) = &self.live else { return };
+        if !self.live_held.is_empty() {
+            let later = self.live_held.take_above(committed);
+            f.acked
+                .extend(std::mem::replace(&mut self.live_held, later));
+        }
+        let above = f.acked.take_above(committed);
+        if above.is_empty() {
+            return;
+        }
+        let claimed = live.claim(above.ids().iter().copied());
+        self.live_held.extend(above.without(&claimed));
+    }
+
     /// Dead letters leave the outbox on a trip of their own; the watchdog looks at the
     /// oldest trip still under way.
-    fn bury(&mut self) {
+    /// Rows condemned before their commit (taken from memory) wait for it.
+    fn bury(&mut self, committed: i64) {
         if !self.burials.busy() && self.db_pause.is_none_or(|t| now() >= t) {
-            let dead = std::mem::take(&mut self.handle.session().dead);
+            let mut f = self.handle.session();
+            let (dead, later) = std::mem::take(&mut f.dead)
+                .into_iter()
+                .partition(|c| c.ids.iter().all(|&id| id <= committed));
+            f.dead = later;
+            drop(f);
             self.burials.start(&self.queue, dead);
         }
         let since = self.store.since().into_iter().chain(self.burials.since());

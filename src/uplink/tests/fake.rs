@@ -92,6 +92,11 @@ impl State {
             .collect()
     }
 
+    /// Publishes of this connection still awaiting their PUBACK.
+    pub fn acks_pending(&self) -> usize {
+        self.acks.len()
+    }
+
     /// Rows published (payloads of messages not on the availability topic).
     pub fn rows(&self) -> Vec<String> {
         let p = self.published();

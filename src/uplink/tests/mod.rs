@@ -3,6 +3,7 @@
 //! test takes milliseconds of wall time whatever the machine's load.
 
 mod fake;
+mod live;
 
 use super::{run_on, Parts};
 use crate::config::{Config, Connection, MqttConfig, WhenFull};
@@ -56,6 +57,7 @@ impl Rig {
         let parts = Parts {
             queue: queue.clone(),
             committed: committed_rx,
+            live: None,
             metrics: Arc::new(Metrics::default()),
             cancel: cancel.clone(),
             damaged: CancellationToken::new(),
