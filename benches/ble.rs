@@ -12,11 +12,10 @@
 mod common;
 
 use dbus::blocking::Connection;
-use sensorgate::ble::advert::{Payload, Processor};
+use sensorgate::ble::advert::{Payload, Processor, Wanted};
 use sensorgate::ble::decode::{decode, Advert, Keys};
 use sensorgate::ble::values::uuid_from_u16;
-use sensorgate::config::BleConfig;
-use sensorgate::input::serial::InputId;
+use sensorgate::input::InputId;
 use sensorgate::metrics::Metrics;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -110,21 +109,16 @@ fn decode_rate(n: usize) -> f64 {
 
 /// Adverts per second through decode + duplicate filter + reading (every advert new).
 fn processor_rate(n: usize) -> f64 {
-    let config = BleConfig {
-        adapter: None,
-        min_interval: Duration::ZERO,
-        allow_unknown: true,
-        scan_stall: Duration::from_secs(300),
-        retry_min: Duration::from_secs(1),
-        retry_max: Duration::from_secs(60),
+    let wanted = Wanted {
         devices: Vec::new(),
-        gatt: Vec::new(),
+        allow_unknown: true,
+        min_interval: Duration::ZERO,
     };
     let id = InputId {
         index: 0,
         name: Arc::from("b"),
     };
-    let mut p = Processor::new(id, &config, Arc::new(Metrics::default()));
+    let mut p = Processor::new(id, wanted, Arc::new(Metrics::default()));
     let uuid = uuid_from_u16(0xfcd2);
     let t0 = Instant::now();
     let mut made = 0;

@@ -6,7 +6,8 @@
 //! `line_ending` says: by default at CR, LF or CRLF (counted once).
 
 use crate::config::SerialConfig;
-use crate::format::{LineEnding, LineFormat};
+use crate::input::format::{LineEnding, LineFormat};
+use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp};
 use std::sync::Arc;
@@ -16,13 +17,6 @@ use tokio::sync::mpsc;
 use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// Identifies an input in readings and logs.
-#[derive(Debug, Clone)]
-pub struct InputId {
-    pub index: usize,
-    pub name: Arc<str>,
-}
 
 /// Runs a serial input until `cancel` fires or the pipeline is gone.
 pub async fn run(

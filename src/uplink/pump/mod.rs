@@ -30,8 +30,8 @@ use super::store::{Done, Store, CONFIRM_CHUNK, READ_CHUNK};
 use super::{now, Handle};
 use crate::config::{Connection, MqttConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::SharedQueue;
 use crate::queue::QueueError;
+use crate::queue::SharedQueue;
 use send::Closing;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -155,7 +155,7 @@ pub(super) async fn pump(
 
 impl Pump {
     fn on_error(&self, e: &QueueError) {
-        crate::gateway::stop_if_damaged(e, &self.damaged);
+        crate::queue::stop_if_damaged(e, &self.damaged);
     }
 
     fn pause_db(&mut self) {

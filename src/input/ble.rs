@@ -21,17 +21,19 @@
 //! gateway's runtime as one batch: the BLE thread and the gateway wake a few times a second
 //! instead of once per advertisement. Readings wait at most that long in addition.
 
-use crate::ble::advert::Processor;
-use crate::ble::gatt::{self, GattValue};
-use crate::ble::signals;
+mod gatt;
+mod signals;
+
+use crate::ble::advert::{Listed, Processor, Wanted};
 use crate::ble::values::parse_address;
 use crate::config::BleConfig;
-use crate::input::serial::InputId;
+use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::Reading;
 use bluez_async::DeviceId;
 use btleplug::api::{Central, Manager as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager};
+use gatt::GattValue;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -113,7 +115,7 @@ fn supervise(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut processor = Processor::new(id.clone(), &config, metrics);
+    let mut processor = Processor::new(id.clone(), Wanted::from(&config), metrics);
     let retry = (config.retry_min, config.retry_max);
     let gone = || stop.is_cancelled() || tx.is_closed();
     restart_on_panic(&id.name, retry, gone, || {
@@ -218,6 +220,24 @@ mod panic_tests {
             },
         );
         assert_eq!(calls.get(), 1);
+    }
+}
+
+impl From<&BleConfig> for Wanted {
+    fn from(config: &BleConfig) -> Wanted {
+        Wanted {
+            devices: config
+                .devices
+                .iter()
+                .map(|d| Listed {
+                    address: d.address,
+                    alias: d.alias.clone(),
+                    bindkey: d.bindkey,
+                })
+                .collect(),
+            allow_unknown: config.allow_unknown,
+            min_interval: config.min_interval,
+        }
     }
 }
 
