@@ -17,10 +17,12 @@
 //! - [`gateway`]: wires the parts together, applies a reloaded config part by part, and
 //!   runs them until shutdown; [`housekeeping`]: stamps, expiry, health.
 //! - [`reload`]: signals; SIGHUP reloads the config (what changed restarts, in-process).
+//! - [`reading`], [`metrics`] and [`backoff`]: the ground every part stands on.
 //! - [`service`]: systemd notify (READY, STATUS, WATCHDOG while healthy, STOPPING);
 //!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod ble;
 pub mod config;
 pub mod describe;
