@@ -42,6 +42,8 @@ mod procs;
 #[allow(dead_code)]
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
+#[path = "../tests/support/runtime.rs"]
+mod runtime;
 #[allow(dead_code)]
 #[path = "../tests/support/pty.rs"]
 mod pty;

@@ -24,6 +24,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
+#[path = "../tests/support/runtime.rs"]
+mod runtime;
 
 use common::{median, Mosquitto};
 use proxy::{Proxy, Traffic};

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod mqtt5;
 pub mod proxy;
 pub mod pty;
+pub mod runtime;
 pub mod subscriber;
 
 use std::time::{Duration, Instant};
