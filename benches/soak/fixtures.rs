@@ -1,7 +1,7 @@
 //! The soak's fixtures, undone when dropped: a tmpfs state directory (unmounted), a clock
 //! file for libfaketime, and sensors writing numbered lines to pseudo-terminals (stopped).
 
-use crate::pty::Pty;
+use crate::common::pty::Pty;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
