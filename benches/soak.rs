@@ -46,7 +46,8 @@ use common::broker::Broker;
 use common::gateway::Gateway;
 use common::{proxy, pty};
 
-use fixtures::{FakeClock, Poison, Sensor, StateDir};
+use common::fake_clock::{self, FakeClock, BOOT_1970};
+use fixtures::{Poison, Sensor, StateDir};
 use plan::Fault;
 use procs::Subscriber;
 use report::{Done, Outcome, Samples};
@@ -72,8 +73,6 @@ const MAX_SIZE_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
 /// The queue's accounting of one normal message: topic + payload + 24 bytes per row.
 const MESSAGE_BYTES: f64 = 820.0;
 const TMPFS: &str = "16m";
-/// The gateway's clock at its start: a Pi after a boot without network.
-const BOOT_1970: i64 = 86_400;
 /// How long the drain at the end may take.
 const DRAIN: Duration = Duration::from_secs(300);
 const TOPIC_PREFIX: &str = "soak/gw1/";
@@ -173,7 +172,7 @@ impl Soak<'_> {
             let now = self.t0.elapsed();
             if let Some((clock, jump)) = self.clock.filter(|_| self.done.jumped.is_none()) {
                 if now >= jump {
-                    clock.set(fixtures::real_now_s());
+                    clock.set(fake_clock::real_now_s());
                     self.done.jumped = Some(now);
                     println!(
                         "  {:>6.1}s clock steps from 1970 to the real time",
@@ -277,7 +276,7 @@ fn run(args: Args) -> bool {
     let ptys: Vec<pty::Pty> = INPUTS.iter().map(|_| pty::Pty::open()).collect();
     let mut gateway = Gateway::new(dir, &config(&state.path, proxy.port, &ptys));
 
-    let clock = match fixtures::libfaketime() {
+    let clock = match fake_clock::libfaketime() {
         Some(lib) => Some(FakeClock::starting_at(dir, lib, BOOT_1970)),
         None => {
             println!(

@@ -7,6 +7,8 @@
 pub mod bluez;
 #[path = "../../tests/support/broker.rs"]
 pub mod broker;
+#[path = "../../tests/support/fake_clock.rs"]
+pub mod fake_clock;
 #[path = "../../tests/support/gateway.rs"]
 pub mod gateway;
 #[path = "../../tests/support/process.rs"]

@@ -1,9 +1,10 @@
 //! The soak's subscriber: a counting `mosquitto_sub`, killed when dropped (also while a
 //! panic unwinds). The broker and the gateway are the tests' own (`benches/common`).
 
+use crate::common::subscriber::client;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,9 +74,8 @@ impl Subscriber {
     /// Subscribes to `{topic_prefix}#` and waits until a probe comes back.
     pub fn start(port: u16, id: &str, topic_prefix: &str, inputs: &[String]) -> Subscriber {
         let filter = format!("{topic_prefix}#");
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-c"])
-            .args(["-i", id, "-v", "-t", &filter])
+        let mut child = client("mosquitto_sub", port)
+            .args(["-c", "-i", id, "-v", "-t", &filter])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -105,8 +105,7 @@ impl Subscriber {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !probed.load(Ordering::SeqCst) {
             assert!(Instant::now() < deadline, "the subscriber got no probe");
-            let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            let _ = client("mosquitto_pub", port)
                 .args(["-t", &format!("{topic_prefix}probe"), "-m", "probe"])
                 .status();
             std::thread::sleep(Duration::from_millis(100));

@@ -8,6 +8,8 @@
 //! - [`pty`]: pseudo-terminal pairs standing in for serial devices.
 //! - [`proxy`]: a TCP proxy: pass, black-hole, reset; byte and segment counts; delay and rate.
 //! - [`fake_broker`]: a scripted MQTT 3.1.1 server whose PUBACKs the test controls.
+//! - [`fake_clock`]: a wall clock the test moves (libfaketime).
+//! - [`runtime`]: a server task on its own thread and runtime; `process`: waits, ports, signals.
 
 #![allow(dead_code)]
 
@@ -15,6 +17,7 @@
 pub mod bluez;
 pub mod broker;
 pub mod fake_broker;
+pub mod fake_clock;
 pub mod gateway;
 pub mod mqtt5;
 mod process;
