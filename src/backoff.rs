@@ -1,5 +1,6 @@
 //! Exponential backoff with jitter: the wait between attempts that fail, shared by every
-//! loop that retries (a serial port, a BLE scan session or runtime, a GATT connection).
+//! loop that retries (the broker connection, a serial port, a BLE scan session or runtime, a
+//! GATT connection).
 //!
 //! **Invariant:** each wait is drawn between half and all of the current step, which starts
 //! at `min` and doubles after every wait up to `max`: no wait is longer than `max`, and
