@@ -7,7 +7,15 @@
 //! inputs instead of growing memory.
 //!
 //! **Invariant:** the pipeline is the queue's only writer of new rows and numbers messages
-//! with consecutive sequence numbers (= row ids) from [`crate::queue::Queue::next_id`] on.
+//! with consecutive sequence numbers (= row ids) from [`crate::queue::Queue::next_id`] on;
+//! a number skipped by a commit (acknowledged from memory, see `queue::Live`) leaves a gap
+//! in the row ids, never in what consumers receive.
+//!
+//! The live path: each message is offered to the uplink when it is mapped (only while the
+//! uplink takes them, and only under sequence numbers already reserved in the queue file,
+//! `reserve_ahead`); a commit skips what the broker acknowledged before it started. A
+//! batch holding a message that could not be offered is committed at once when the uplink
+//! takes again, so that message does not hold up the ones behind it for a linger.
 //! **Invariant:** the pipeline ends only when every input has dropped its sender, after
 //! committing what it holds: shutdown loses no reading that reached the pipeline.
 //! **Invariant:** a message MQTT cannot carry as configured ([`Mapper::unsendable`]) is
@@ -291,6 +299,10 @@ pub async fn run(
     let mut deadline: Option<Instant> = None;
     // The batch holds a message the live path did not offer.
     let mut unoffered = false;
+    // When each message of the batch was mapped, and where the run of messages offered to
+    // the live path that ends the batch starts.
+    let mut mapped: Vec<Instant> = Vec::new();
+    let mut offered_from: Option<usize> = None;
     let mut inbox: Vec<Reading> = Vec::with_capacity(256);
     loop {
         let linger = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -301,8 +313,17 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(linger), if deadline.is_some() => {
+                // Messages offered to the uplink whose own linger has not ended wait for
+                // the next commit: their acknowledgement, a moment away, spares the write.
+                let young = mapped.partition_point(|t| *t + commit.linger <= Instant::now());
+                let keep = offered_from.map_or(batch.len(), |o| o.max(young));
+                let mut rest = batch.split_off(keep);
+                let rest_mapped = mapped.split_off(keep);
                 c.start(&mut batch).await?;
-                deadline = None;
+                batch.append(&mut rest);
+                mapped = rest_mapped;
+                offered_from = (!batch.is_empty()).then_some(0);
+                deadline = mapped.first().map(|t| *t + commit.linger);
                 continue;
             }
             done = joined(&mut c.in_flight) => {
@@ -345,18 +366,25 @@ pub async fn run(
                     false => 0,
                 };
                 unoffered |= offered < batch.len() - from;
+                offered_from = match offered == batch.len() - from {
+                    true => offered_from.or(Some(from)),
+                    false => None,
+                };
                 // The uplink takes again (the link came back): what it could not take
                 // holds up what it could, so it is committed now, not a linger later.
                 flush = unoffered && live.wanted();
             }
+            mapped.resize(batch.len(), Instant::now());
             if batch.len() >= commit.every || flush {
                 unoffered = false;
                 c.start(&mut batch).await?;
+                mapped.clear();
+                offered_from = None;
                 deadline = None;
             }
         }
         if deadline.is_none() && !batch.is_empty() {
-            deadline = Some(Instant::now() + commit.linger);
+            deadline = mapped.first().map(|t| *t + commit.linger);
         }
     }
     c.start(&mut batch).await?;
@@ -527,5 +555,43 @@ mod tests {
         drop(tx);
         pipeline.await.unwrap().unwrap();
         assert_eq!(lock(&queue).next_id() - 1, *committed.borrow());
+    }
+
+    /// At the end of a linger, a message offered to the live path whose own linger has not
+    /// ended waits for the next commit (its acknowledgement may still spare the write); the
+    /// ones before it are committed. Each is committed within a linger of its mapping.
+    #[tokio::test(start_paused = true)]
+    async fn young_messages_offered_live_wait_for_their_own_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 1 << 30,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let q = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let queue: SharedQueue = Arc::new(Mutex::new(q));
+        let config = config("1MiB");
+        let linger = Duration::from_secs(1);
+        let routing = Routing::fixed(Mapper::new(&config), GroupCommit { every: 100, linger });
+        let live = Live::shared();
+        live.set_taking(true);
+        let (tx, rx) = mpsc::channel(16);
+        let (committed, mut seen) = watch::channel(0);
+        let metrics = Arc::new(Metrics::default());
+        let p = tokio::spawn(run(rx, routing, queue, committed, metrics, Some(live)));
+        let t0 = Instant::now();
+        tx.send(reading("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        tx.send(reading("b")).await.unwrap();
+        let mut commits: Vec<(i64, Duration)> = Vec::new();
+        while commits.last().map(|c| c.0) != Some(2) {
+            seen.changed().await.unwrap();
+            commits.push((*seen.borrow_and_update(), t0.elapsed()));
+        }
+        drop(tx);
+        p.await.unwrap().unwrap();
+        let ids: Vec<i64> = commits.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [1, 2], "a alone first, then b");
+        assert!(commits[1].1 <= Duration::from_millis(1950), "{commits:?}");
     }
 }
