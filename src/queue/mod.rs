@@ -8,8 +8,8 @@
 //!   file beside the queue (`seq.ceiling`, see `ceiling`) holds a number above every one
 //!   handed out, written durably before any number reaches it; a new file (a reset, or
 //!   `queue.db` deleted) numbers on above it.
-//! - **Invariant:** a committed row leaves the queue only by [`Queue::ack`] or
-//!   [`Queue::ack_known`] (the broker's PUBACK, or a QoS 0 write), by the size policy in
+//! - **Invariant:** a committed row leaves the queue only by [`Queue::confirm`] or
+//!   [`Queue::confirm_read`] (the broker's PUBACK, or a QoS 0 write), by the size policy in
 //!   [`Queue::append`], by [`Queue::expire`] (max age), by an operator's [`Queue::purge`],
 //!   or into the dead letters ([`Queue::bury`]). All but the first are counted in `meta`.
 //! - **Released rows.** A confirmed row is either deleted, or *released*: when every row up
@@ -343,9 +343,11 @@ impl Queue {
             }
             let freed: Vec<u64> = freed.into_iter().map(|r| r.1).collect();
             let sum: u64 = freed.iter().sum();
-            tx.execute(sql::META_ADD, params!["expired", freed.len() as i64])?;
-            tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
+            // Nothing expired, nothing written: a round of housekeeping costs the card
+            // nothing (an UPDATE by 0 would still write its page and sync).
             if !freed.is_empty() {
+                tx.execute(sql::META_ADD, params!["expired", freed.len() as i64])?;
+                tx.execute(sql::META_ADD, params!["bytes", -(sum as i64)])?;
                 // The last pending rows expired: released rows can go at once.
                 truncate_if_done(&tx, meta(&tx, "released")?)?;
             }
