@@ -120,7 +120,7 @@ proptest! {
                     if model.is_empty() { continue; }
                     let mut ids: Vec<i64> = positions.iter().map(|p| model[p % model.len()].id).collect();
                     ids.dedup();
-                    let n = q.ack(&ids).unwrap();
+                    let n = q.confirm(&ids).unwrap();
                     let before = model.len();
                     model.retain(|m| !ids.contains(&m.id));
                     prop_assert_eq!(n, before - model.len());
@@ -129,7 +129,7 @@ proptest! {
                     if appended.is_empty() { continue; }
                     let picked: Vec<(i64, u64)> = positions.iter().map(|p| appended[p % appended.len()]).collect();
                     let rows: Confirmed = picked.into_iter().collect();
-                    let n = q.ack_known(&rows).unwrap();
+                    let n = q.confirm_read(&rows).unwrap();
                     let before = model.len();
                     model.retain(|m| !rows.ids().contains(&m.id));
                     prop_assert_eq!(n, before - model.len());
@@ -140,14 +140,14 @@ proptest! {
                     if bogus {
                         rows.push(next_id + 5, 10);
                     }
-                    prop_assert_eq!(q.ack_known(&rows).unwrap(), n);
+                    prop_assert_eq!(q.confirm_read(&rows).unwrap(), n);
                 }
                 Op::Reclaim(n) => {
                     let left = q.reclaim(n).unwrap();
                     prop_assert_eq!(left, q.reclaimable());
                 }
                 Op::AckUnknown => {
-                    prop_assert_eq!(q.ack(&[next_id + 1000, -5]).unwrap(), 0);
+                    prop_assert_eq!(q.confirm(&[next_id + 1000, -5]).unwrap(), 0);
                 }
                 Op::Expire(k) => {
                     let cutoff = model.get(k).map_or(clock + 1, |m| m.created);

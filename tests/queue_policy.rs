@@ -57,7 +57,7 @@ fn full_disk_drops_by_policy_and_counts_every_message() {
         assert!(stored > 0);
         // Once acks free space, appends succeed again.
         let pending = q.fetch_after(0, 10_000).unwrap();
-        q.ack(&pending.iter().map(|r| r.id).collect::<Vec<_>>())
+        q.confirm(&pending.iter().map(|r| r.id).collect::<Vec<_>>())
             .unwrap();
         let a = q.append(&batch(q.next_id(), 5, 400)).unwrap();
         assert_eq!(a.stored, 5, "{policy:?}: room again after acks");
@@ -92,7 +92,7 @@ fn a_full_disk_reclaims_released_rows_before_it_drops() {
             .iter()
             .map(|r| (r.id, r.bytes()))
             .collect();
-        assert_eq!(q.ack_known(&oldest).unwrap(), oldest.len());
+        assert_eq!(q.confirm_read(&oldest).unwrap(), oldest.len());
         assert!(
             q.reclaimable(),
             "{policy:?}: the confirmed rows are still on disk"
@@ -248,7 +248,7 @@ fn confirming_rows_removed_since_they_were_read_keeps_the_accounting() {
         let next = q.next_id();
         remove(&mut q, next);
         let first: Confirmed = read[..5].iter().map(|r| (r.id, r.bytes())).collect();
-        assert_eq!(q.ack_known(&first).unwrap(), left, "{name}");
+        assert_eq!(q.confirm_read(&first).unwrap(), left, "{name}");
         let stats = q.stats(0).unwrap();
         let (pending, released) = q.scan_bytes().unwrap();
         assert_eq!(

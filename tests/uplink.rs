@@ -458,7 +458,7 @@ fn released_rows_are_reclaimed_while_the_uplink_is_idle() {
         .iter()
         .map(|r| (r.id, r.bytes()))
         .collect();
-    assert_eq!(q.ack_known(&first).unwrap(), 9_000);
+    assert_eq!(q.confirm_read(&first).unwrap(), 9_000);
     drop(q);
     let physical = || -> i64 {
         let c = rusqlite::Connection::open(&db).unwrap();

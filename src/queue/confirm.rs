@@ -7,7 +7,7 @@
 //!   by SQLite's truncate (no `WHERE`: their pages are freed, not rewritten) in the
 //!   transaction that finds nothing pending, otherwise by [`Queue::reclaim`].
 //! - **Invariant:** `meta.bytes` (every row on disk) and `meta.released_bytes` (the released
-//!   ones) change in the same transaction as the rows. [`Queue::ack_known`] trusts the sizes
+//!   ones) change in the same transaction as the rows. [`Queue::confirm_read`] trusts the sizes
 //!   the uplink read for a run of ids above `meta.removed_upto` (nothing but a release has
 //!   left the queue there), or where a count finds every row of the run; otherwise the run
 //!   is sized by a scan.
@@ -16,7 +16,7 @@ use super::{any, meta, sql, Queue, QueueError, ROW_OVERHEAD};
 use rusqlite::{params, Connection, TransactionBehavior};
 
 /// Rows the broker confirmed, waiting to be released or deleted: their ids, and each one's
-/// topic and payload bytes as stored, as the uplink read them (see [`Queue::ack_known`]).
+/// topic and payload bytes as stored, as the uplink read them (see [`Queue::confirm_read`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Confirmed {
     ids: Vec<i64>,
@@ -105,25 +105,25 @@ impl Queue {
     /// Releases or deletes the rows the broker confirmed; ids no longer present (evicted
     /// meanwhile) are skipped. Returns how many pending rows were confirmed. Each run of
     /// ids is sized by a scan; the uplink, which knows the sizes it read, uses
-    /// [`Queue::ack_known`].
-    pub fn ack(&mut self, ids: &[i64]) -> Result<usize, QueueError> {
+    /// [`Queue::confirm_read`].
+    pub fn confirm(&mut self, ids: &[i64]) -> Result<usize, QueueError> {
         let rows: Vec<(i64, u64)> = ids.iter().map(|&id| (id, 0)).collect();
-        self.confirm(rows, false)
+        self.confirm_rows(rows, false)
     }
 
     /// Releases or deletes the rows the broker confirmed, trusting their sizes for the
     /// accounting where every one of a run is still there (ids are never reused and a row's
     /// topic and payload never change, so the sizes the uplink read with
     /// [`super::Stored::bytes`] are the sizes stored). A run with a row gone
-    /// (evicted, expired or purged meanwhile) is sized by a scan, as [`Queue::ack`] does.
-    pub fn ack_known(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
+    /// (evicted, expired or purged meanwhile) is sized by a scan, as [`Queue::confirm`] does.
+    pub fn confirm_read(&mut self, rows: &Confirmed) -> Result<usize, QueueError> {
         let rows: Vec<(i64, u64)> = rows
             .ids()
             .iter()
             .copied()
             .zip(rows.sizes.iter().copied())
             .collect();
-        self.confirm(rows, true)
+        self.confirm_rows(rows, true)
     }
 
     /// Whether released rows were left on disk by the last transaction (see
@@ -153,7 +153,11 @@ impl Queue {
         result.map_err(|e| self.conn.err(e))
     }
 
-    fn confirm(&mut self, mut rows: Vec<(i64, u64)>, known: bool) -> Result<usize, QueueError> {
+    fn confirm_rows(
+        &mut self,
+        mut rows: Vec<(i64, u64)>,
+        known: bool,
+    ) -> Result<usize, QueueError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -161,7 +165,7 @@ impl Queue {
         rows.dedup_by_key(|r| r.0);
         let (n, after) = self.without_fsync(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = confirm(&tx, &rows, known)?;
+            let n = release_or_delete(&tx, &rows, known)?;
             let after = Accounting::read(&tx)?;
             tx.commit()?;
             Ok((n, after))
@@ -259,7 +263,11 @@ pub(super) fn removed(conn: &Connection, id: i64) -> Result<(), rusqlite::Error>
 /// of ids below which no pending row is left unconfirmed are released (`meta.released`
 /// moves up to the last of them); the other runs are deleted. Returns how many pending
 /// rows were confirmed.
-fn confirm(tx: &Connection, rows: &[(i64, u64)], known: bool) -> Result<usize, rusqlite::Error> {
+fn release_or_delete(
+    tx: &Connection,
+    rows: &[(i64, u64)],
+    known: bool,
+) -> Result<usize, rusqlite::Error> {
     let released = meta(tx, "released")?;
     // The uplink read these rows, so they were there. Above `removed_upto` nothing has left
     // the queue but by release (filtered out just below), so they still are: their sizes

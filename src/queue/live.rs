@@ -49,7 +49,7 @@ struct State {
     /// Every sequence number up to this one went to a commit (or was skipped by it).
     handed: i64,
     /// Acknowledged by the broker before their commit: the commit skips them.
-    acked: BTreeSet<i64>,
+    confirmed: BTreeSet<i64>,
 }
 
 /// How a commit's messages stand when it starts ([`Live::hand`]).
@@ -118,8 +118,8 @@ impl Live {
         while s.offered.front().is_some_and(|m| m.id <= last) {
             s.offered.pop_front();
         }
-        let rest = s.acked.split_off(&(last + 1));
-        let skip: BTreeSet<i64> = std::mem::replace(&mut s.acked, rest)
+        let rest = s.confirmed.split_off(&(last + 1));
+        let skip: BTreeSet<i64> = std::mem::replace(&mut s.confirmed, rest)
             .into_iter()
             .filter(|&id| id >= first)
             .collect();
@@ -156,7 +156,7 @@ impl Live {
         let mut claimed = Vec::new();
         for id in ids {
             if id > handed {
-                s.acked.insert(id);
+                s.confirmed.insert(id);
                 claimed.push(id);
             }
         }

@@ -129,7 +129,7 @@ fn a_corrected_stamp_reaches_the_payload_and_the_accounting_keeps_the_stored_siz
     let size = |rows: &[Stored]| rows.iter().map(|r| r.bytes() + ROW_OVERHEAD).sum::<u64>();
     let confirm = |q: &mut Queue, rows: &[Stored]| {
         let c: Confirmed = rows.iter().map(|r| (r.id, r.bytes())).collect();
-        assert_eq!(q.ack_known(&c).unwrap(), rows.len());
+        assert_eq!(q.confirm_read(&c).unwrap(), rows.len());
     };
     confirm(&mut q, &rows[1..2]);
     assert_eq!(q.pending_bytes().unwrap(), size(&rows) - size(&rows[1..2]));

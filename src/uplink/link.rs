@@ -76,7 +76,7 @@ pub enum EventLoop {
 /// CONNACK: a connection that fails before one may have met a broker without MQTT 5.
 pub struct Loop5 {
     inner: v5::EventLoop,
-    acked: bool,
+    connacked: bool,
 }
 
 impl std::ops::Deref for Loop5 {
@@ -149,7 +149,7 @@ pub fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
             let (client, eventloop) = v5::AsyncClient::new(o, cap);
             let eventloop = Loop5 {
                 inner: eventloop,
-                acked: false,
+                connacked: false,
             };
             (Client::V5(client), EventLoop::V5(eventloop))
         }
@@ -179,11 +179,11 @@ impl Events for EventLoop {
             EventLoop::V5(e) => match e.inner.poll().await {
                 Ok(ev) => {
                     let ev = event5(ev);
-                    e.acked |= matches!(ev, LinkEvent::ConnAck { .. });
+                    e.connacked |= matches!(ev, LinkEvent::ConnAck { .. });
                     Ok(ev)
                 }
                 Err(err) => {
-                    let before_connack = !std::mem::take(&mut e.acked);
+                    let before_connack = !std::mem::take(&mut e.connacked);
                     Err(LinkError {
                         text: match v5_unspoken(&err).filter(|_| before_connack) {
                             Some(why) => format!("{err}: {why}; if the broker does not speak MQTT 5, set protocol = \"3.1.1\""),
@@ -394,7 +394,7 @@ mod tests {
             .push_back(v5::Event::Outgoing(Outgoing::Publish(37)));
         let mut e = EventLoop::V5(Loop5 {
             inner: e,
-            acked: false,
+            connacked: false,
         });
         e.forget();
         let EventLoop::V5(e) = e else { unreachable!() };

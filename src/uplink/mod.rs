@@ -191,10 +191,10 @@ async fn run_on<E: Events>(
     }
     say_goodbye(&cfg, &handle, &mut events).await;
 
-    let acked = std::mem::take(&mut handle.session().acked);
-    let n = acked.len();
+    let confirmed = std::mem::take(&mut handle.session().confirmed);
+    let n = confirmed.len();
     let q = queue.clone();
-    match crate::queue::threads::spawn(move || lock(&q).ack_known(&acked)).await {
+    match crate::queue::threads::spawn(move || lock(&q).confirm_read(&confirmed)).await {
         Ok(Ok(_)) => debug!(rows = n, "Released or deleted the last confirmed rows."),
         Ok(Err(e)) => {
             warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.");

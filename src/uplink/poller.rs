@@ -173,7 +173,7 @@ impl<E: Events> Poller<'_, E> {
                     return stay(online, trial);
                 }
                 Metrics::add(&self.metrics.published, 1);
-                if !f.acked.is_empty() {
+                if !f.confirmed.is_empty() {
                     self.handle.wake.notify_one(); // QoS 0 rows confirmed
                 }
             }

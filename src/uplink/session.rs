@@ -5,10 +5,10 @@
 //! Shared by the poller, the pump and other publishers of control messages behind a std
 //! `Mutex` that is never held across an `.await`.
 //!
-//! **Invariant:** a row id reaches `acked` only through the PUBACK of its own request
+//! **Invariant:** a row id reaches `confirmed` only through the PUBACK of its own request
 //! (QoS 1) or its request's `Outgoing::Publish` (QoS 0, written to the socket).
 //! **Invariant:** [`Session::reset`] forgets the connection (requests, aliases, limits) and
-//! bumps `epoch`; `acked`, `dead`, the suspects and a learnt packet limit stay. Rows
+//! bumps `epoch`; `confirmed`, `dead`, the suspects and a learnt packet limit stay. Rows
 //! condemned wait in `dead`; reads skip them until they are buried.
 
 use super::flight::{Flight, Item, Mismatch, Written};
@@ -29,7 +29,7 @@ pub struct Session {
     flight: Flight,
     strikes: Strikes,
     /// Rows whose delivery is confirmed, not yet released or deleted from the queue.
-    pub acked: Confirmed,
+    pub confirmed: Confirmed,
     /// Bumped by every reset, so a reader of the queue knows its view is stale.
     pub epoch: u64,
     /// A CONNACK came and the connection has not been forgotten since.
@@ -53,7 +53,7 @@ impl Session {
         Session {
             flight: Flight::new(window),
             strikes: Strikes::default(),
-            acked: Confirmed::default(),
+            confirmed: Confirmed::default(),
             epoch: 0,
             online: false,
             aliases: HashMap::new(),
@@ -149,7 +149,7 @@ impl Session {
     /// confirmed.
     pub fn on_publish(&mut self, pkid: u16, now: Instant) -> Result<(), Mismatch> {
         let rows = self.flight.on_publish(pkid, now)?;
-        self.acked.extend(rows);
+        self.confirmed.extend(rows);
         Ok(())
     }
 
@@ -159,7 +159,7 @@ impl Session {
         let rows = self.flight.on_answer(pkid)?;
         let n = rows.len();
         self.strikes.forget(rows.ids());
-        self.acked.extend(rows);
+        self.confirmed.extend(rows);
         Some(n)
     }
 
@@ -237,7 +237,7 @@ impl Session {
         dead.chain(burying.iter().copied()).collect()
     }
 
-    /// Forgets the connection (rumqttc's state was cleaned). Confirmed rows in `acked`
+    /// Forgets the connection (rumqttc's state was cleaned). Confirmed rows in `confirmed`
     /// stay: they were delivered.
     pub fn reset(&mut self) {
         self.flight.clear();
@@ -282,7 +282,7 @@ mod tests {
         f.on_publish(2, now).unwrap();
         f.on_publish(3, now).unwrap();
         assert_eq!(f.on_puback(3), Some(1));
-        assert_eq!(f.acked, confirmed(&[12]));
+        assert_eq!(f.confirmed, confirmed(&[12]));
         assert_eq!(f.on_puback(1), Some(1));
         assert_eq!(
             f.on_puback(1),
@@ -290,7 +290,7 @@ mod tests {
             "a second ack for the same pkid confirms nothing"
         );
         assert_eq!(f.on_puback(2), Some(1));
-        assert_eq!(f.acked, confirmed(&[12, 10, 11]));
+        assert_eq!(f.confirmed, confirmed(&[12, 10, 11]));
         assert_eq!(f.in_flight(), 0);
     }
 
@@ -325,9 +325,9 @@ mod tests {
         });
         f.on_publish(7, now).unwrap();
         f.on_publish(0, now).unwrap();
-        assert_eq!(f.acked, confirmed(&[5]));
+        assert_eq!(f.confirmed, confirmed(&[5]));
         assert_eq!(f.on_puback(7), Some(0));
-        assert!(f.acked == confirmed(&[5]) && f.in_flight() == 0);
+        assert!(f.confirmed == confirmed(&[5]) && f.in_flight() == 0);
     }
 
     #[test]
@@ -359,9 +359,9 @@ mod tests {
         f.on_publish(1, now).unwrap();
         f.on_publish(2, now).unwrap();
         assert_eq!(f.on_puback(2), Some(1));
-        assert_eq!(f.acked, confirmed(&[8]));
+        assert_eq!(f.confirmed, confirmed(&[8]));
         assert_eq!(f.on_puback(1), Some(3));
-        assert_eq!(f.acked, confirmed(&[8, 3, 4, 7]));
+        assert_eq!(f.confirmed, confirmed(&[8, 3, 4, 7]));
     }
 
     #[test]
@@ -408,7 +408,7 @@ mod tests {
         f.on_puback(1);
         f.reset();
         assert!(!f.online);
-        assert_eq!(f.acked, confirmed(&[1]));
+        assert_eq!(f.confirmed, confirmed(&[1]));
         assert_eq!(f.in_flight(), 0);
         assert_eq!(f.on_puback(2), None);
         assert_eq!(f.epoch, 1);
@@ -547,7 +547,7 @@ mod tests {
         assert!(!f.can_send());
         assert_eq!(f.on_refused(1, "0x87 NotAuthorized".into()), Some(2));
         assert!(f.can_send());
-        assert!(f.acked.is_empty());
+        assert!(f.confirmed.is_empty());
         assert_eq!(f.dead[0].ids, vec![7, 8]);
     }
 }

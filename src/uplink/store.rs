@@ -97,7 +97,7 @@ impl Store {
         let q = self.queue.clone();
         let task = crate::queue::threads::spawn(move || {
             let mut q = lock(&q);
-            let result = q.ack_known(&rows);
+            let result = q.confirm_read(&rows);
             (result, rows, q.reclaimable())
         });
         self.confirming = Some((task, crate::reading::now_ms()));

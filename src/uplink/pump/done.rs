@@ -78,7 +78,7 @@ impl Pump {
             Ok((Err(e), unsaved, _)) => {
                 self.on_error(&e);
                 warn!(error = %e, "Queue delete failed; the rows stay confirmed in memory, retrying in 1s.");
-                self.handle.session().acked.extend(unsaved);
+                self.handle.session().confirmed.extend(unsaved);
                 self.pause_db();
             }
             Err(e) => {

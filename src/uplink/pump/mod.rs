@@ -163,9 +163,9 @@ pub(super) async fn pump(cfg: Arc<MqttConfig>, handle: Handle, parts: super::Par
                 // the session for the last confirmation at shutdown.
                 let (errors, unsaved) = p.store.settle().await;
                 errors.iter().for_each(|e| p.on_error(e));
-                p.handle.session().acked.extend(unsaved);
+                p.handle.session().confirmed.extend(unsaved);
                 // Committed by now: the pipeline ends before the uplink.
-                p.handle.session().acked.extend(std::mem::take(&mut p.live_held));
+                p.handle.session().confirmed.extend(std::mem::take(&mut p.live_held));
                 p.metrics.uplink_db_since.store(0, Relaxed);
                 return;
             }
@@ -223,7 +223,7 @@ impl Pump {
         let window = f.window() as usize;
         // Confirmed rows must be gone before the queue is read again from the start.
         let deletes_pending =
-            self.store.confirming() || !f.acked.is_empty() || !self.live_held.is_empty();
+            self.store.confirming() || !f.confirmed.is_empty() || !self.live_held.is_empty();
         Look {
             now,
             db_ready: self.db_pause.is_none_or(|t| now >= t),
@@ -285,10 +285,10 @@ impl Pump {
     /// on_demand window once everything sent is confirmed.
     fn confirm(&mut self, f: &mut Session, look: &Look, idle: bool) {
         let free = look.db_ready && !self.store.confirming();
-        let due = self.cursors.reread() || f.acked.len() >= look.window || idle;
-        if free && !f.acked.is_empty() && due {
-            self.store.confirm(f.acked.take_first(CONFIRM_CHUNK));
-        } else if free && f.acked.is_empty() && idle && self.reclaim_left {
+        let due = self.cursors.reread() || f.confirmed.len() >= look.window || idle;
+        if free && !f.confirmed.is_empty() && due {
+            self.store.confirm(f.confirmed.take_first(CONFIRM_CHUNK));
+        } else if free && f.confirmed.is_empty() && idle && self.reclaim_left {
             self.store.reclaim();
         }
         if self.on_demand && f.online && idle && !look.deletes_pending && f.in_flight() == 0 {
@@ -338,10 +338,10 @@ impl Pump {
         let Some(live) = &self.live else { return };
         if !self.live_held.is_empty() {
             let later = self.live_held.take_above(committed);
-            f.acked
+            f.confirmed
                 .extend(std::mem::replace(&mut self.live_held, later));
         }
-        let above = f.acked.take_above(committed);
+        let above = f.confirmed.take_above(committed);
         if above.is_empty() {
             return;
         }
@@ -370,6 +370,6 @@ impl Pump {
     /// Whether the sending may go on: the window has room, an on_demand window is open,
     /// and confirmations keep up.
     fn could_send(&self, f: &Session, look: &Look) -> bool {
-        f.can_send() && self.closing == Closing::Open && f.acked.len() < look.confirmed_max
+        f.can_send() && self.closing == Closing::Open && f.confirmed.len() < look.confirmed_max
     }
 }
