@@ -67,6 +67,7 @@ fn gateway(n: usize) -> f64 {
             queue.clone(),
             wtx,
             Arc::new(Metrics::default()),
+            None,
         ));
         for r in input {
             tx.send(r).await.unwrap();

@@ -87,6 +87,7 @@ pub async fn run(
         queue,
         metrics,
         committed,
+        live: queue::Live::shared(),
         damaged: damaged.clone(),
         uplink_down: uplink_down.clone(),
         routing: watch::channel(routing(&config, Mapper::new(&config))).0,
@@ -150,6 +151,8 @@ struct Parts {
     metrics: Arc<Metrics>,
     /// The last committed row id: the pipeline tells the uplink.
     committed: watch::Sender<i64>,
+    /// Messages the pipeline offers the uplink before their commit.
+    live: Arc<queue::Live>,
     damaged: CancellationToken,
     uplink_down: CancellationToken,
     /// The pipeline's mapper and group commit; a reload sends new ones.
@@ -205,6 +208,7 @@ impl Parts {
             self.queue.clone(),
             self.committed.clone(),
             self.metrics.clone(),
+            Some(self.live.clone()),
         )));
         tx
     }
@@ -257,15 +261,15 @@ impl Parts {
     async fn start_link(&mut self, config: &Config) {
         let cancel = CancellationToken::new();
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
-        let uplink = tokio::spawn(uplink::run(
-            config.mqtt.clone(),
-            self.queue.clone(),
-            self.committed.subscribe(),
-            self.metrics.clone(),
-            cancel.clone(),
-            self.damaged.clone(),
-            handle_tx,
-        ));
+        let parts = uplink::Parts {
+            queue: self.queue.clone(),
+            committed: self.committed.subscribe(),
+            live: Some(self.live.clone()),
+            metrics: self.metrics.clone(),
+            cancel: cancel.clone(),
+            damaged: self.damaged.clone(),
+        };
+        let uplink = tokio::spawn(uplink::run(config.mqtt.clone(), parts, handle_tx));
         // The uplink ends only when cancelled; ended otherwise (a panic), the gateway stops.
         let watcher = {
             let (down, cancel) = (self.uplink_down.clone(), cancel.clone());
@@ -436,6 +440,7 @@ impl Parts {
             dropped = Metrics::get(&metrics.dropped),
             dead = Metrics::get(&metrics.dead),
             flaps = Metrics::get(&metrics.flaps),
+            unwritten = Metrics::get(&metrics.unwritten),
             "Gateway stopped."
         );
         if damaged.is_cancelled() {

@@ -112,6 +112,7 @@ pub async fn run(
         if last_health.is_some_and(|t| t.elapsed() < interval) {
             continue;
         }
+        let written = crate::metrics::disk_writes(std::process::id());
         let health = serde_json::json!({
             "pending": stats.pending,
             "bytes": stats.bytes,
@@ -120,6 +121,9 @@ pub async fn run(
             "dead": stats.dead,
             "dead_held": stats.dead_held,
             "flaps": Metrics::get(&metrics.flaps),
+            "unwritten": Metrics::get(&metrics.unwritten),
+            "bytes_written": written.map(|w| w.0),
+            "bytes_written_per_day": written.and_then(|(w, secs)| crate::metrics::per_day(w, secs)),
             "readings": Metrics::get(&metrics.readings),
             "bad_frames": Metrics::get(&metrics.bad_frames),
             "acked": Metrics::get(&metrics.acked),

@@ -196,13 +196,25 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config.config)?;
             let path = existing_queue(&config)?;
             let stats = queue::read_stats(&path, Stamp::now().wall_ms)?;
+            // The running gateway's writes to the card, where /proc tells them.
+            let gateway = queue::holder(&config.gateway.state_dir).and_then(|pid| {
+                let (written, secs) = sensorgate::metrics::disk_writes(pid)?;
+                Some(serde_json::json!({
+                    "pid": pid,
+                    "bytes_written": written,
+                    "bytes_written_per_day": sensorgate::metrics::per_day(written, secs),
+                }))
+            });
             if json {
-                writeln!(std::io::stdout(), "{}", serde_json::to_string(&stats)?)?;
+                let mut value = serde_json::to_value(&stats)?;
+                value["gateway"] = gateway.unwrap_or(serde_json::Value::Null);
+                writeln!(std::io::stdout(), "{value}")?;
             } else {
                 write_stdout(&format!(
                     "queue        {}\npending      {}\nbytes        {}\nreclaimable  {}\n\
                      oldest_age_s {:.1}\ndropped      {} ({} full, {} expired)\n\
-                     last_seq     {}\ndead         {} ({} held, {} discarded)\n",
+                     last_seq     {}\ndead         {} ({} held, {} discarded)\n\
+                     unwritten    {}\n",
                     path.display(),
                     stats.pending,
                     stats.bytes,
@@ -214,8 +226,20 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                     stats.last_seq,
                     stats.dead,
                     stats.dead_held,
-                    stats.dead_discarded
+                    stats.dead_discarded,
+                    stats.unwritten
                 ))?;
+                if let Some(g) = gateway {
+                    write_stdout(&format!(
+                        "written      {} bytes by the running gateway (pid {}), {} a day\n",
+                        g["bytes_written"],
+                        g["pid"],
+                        match g["bytes_written_per_day"].as_u64() {
+                            Some(b) => format!("{b} bytes"),
+                            None => "unknown yet".to_string(),
+                        }
+                    ))?;
+                }
             }
         }
         QueueCommand::Dead { command } => dead_command(command)?,

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub pending_dead: AtomicU64,
     /// Connections the broker accepted and then dropped before they proved stable.
     pub flaps: AtomicU64,
+    /// Messages the broker acknowledged before their commit: sent from memory, never
+    /// written (each also counted in `acked`, never in `committed`).
+    pub unwritten: AtomicU64,
+    pub pending_unwritten: AtomicU64,
 }
 
 impl Metrics {
@@ -68,6 +72,8 @@ impl Metrics {
             .store(self.committed.load(Relaxed), Relaxed);
         self.pending_acked.store(self.acked.load(Relaxed), Relaxed);
         self.pending_dead.store(self.dead.load(Relaxed), Relaxed);
+        self.pending_unwritten
+            .store(self.unwritten.load(Relaxed), Relaxed);
         self.pending.store(pending, Relaxed);
     }
 
@@ -77,16 +83,57 @@ impl Metrics {
             .committed
             .load(Relaxed)
             .saturating_sub(self.pending_committed.load(Relaxed));
+        let unwritten = self
+            .unwritten
+            .load(Relaxed)
+            .saturating_sub(self.pending_unwritten.load(Relaxed));
         let removed = self
             .acked
             .load(Relaxed)
             .saturating_sub(self.pending_acked.load(Relaxed))
+            .saturating_sub(unwritten)
             + self
                 .dead
                 .load(Relaxed)
                 .saturating_sub(self.pending_dead.load(Relaxed));
         (self.pending.load(Relaxed) + added).saturating_sub(removed)
     }
+}
+
+/// What a process has written to storage (`/proc/PID/io` `write_bytes`: what reached the
+/// block layer, the SD card's wear) and how long it has run, in seconds; None where /proc
+/// does not tell (another user's process, not Linux).
+pub fn disk_writes(pid: u32) -> Option<(u64, f64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let written = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')';
+    // the start time (in clock ticks after boot, USER_HZ = 100) is the 20th of them.
+    let started: f64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((written, (uptime - started / 100.0).max(0.0)))
+}
+
+/// `written` bytes over `secs` seconds, as bytes a day (None before a minute has passed:
+/// the start's own writes would dominate).
+pub fn per_day(written: u64, secs: f64) -> Option<u64> {
+    (secs >= 60.0).then(|| (written as f64 / secs * 86_400.0) as u64)
 }
 
 #[cfg(test)]
@@ -118,5 +165,13 @@ mod tests {
         m.set_online(false);
         assert!(!m.online.load(Relaxed));
         assert!(completes_at_once(m.link_changed()));
+    }
+
+    #[test]
+    fn this_process_has_an_age_and_a_write_count() {
+        let (_, secs) = disk_writes(std::process::id()).expect("Linux /proc");
+        assert!((0.0..86_400.0).contains(&secs), "{secs}");
+        assert_eq!(per_day(1000, 30.0), None);
+        assert_eq!(per_day(1000, 86_400.0), Some(1000));
     }
 }

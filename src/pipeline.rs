@@ -20,7 +20,7 @@
 
 use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
-use crate::queue::{Appended, Queue, QueueError};
+use crate::queue::{Appended, Live, Queue, QueueError, SEQ_BLOCK};
 use crate::reading::Reading;
 use crate::trips::Trip;
 use std::sync::atomic::Ordering::Relaxed;
@@ -85,6 +85,8 @@ struct Committer {
     /// rate limit for them.
     refused: Vec<Refused>,
     refused_log: RateLog,
+    /// The live path, when an uplink takes messages before their commit.
+    live: Option<Arc<Live>>,
 }
 
 /// Up to ten lines a minute one by one, then a count, summed up at the next minute.
@@ -160,6 +162,9 @@ impl Committer {
         if appended.stored > 0 {
             Metrics::add(&self.metrics.committed, appended.stored as u64);
             Metrics::add(&self.metrics.progress, 1);
+        }
+        // Also when every message was delivered from memory: the uplink's view moves on.
+        if last_id > *self.committed.borrow() {
             self.committed.send_replace(last_id);
         }
         Ok(())
@@ -192,14 +197,34 @@ impl Committer {
             return Ok(());
         }
         self.finish().await?;
-        let msgs = std::mem::replace(batch, std::mem::take(&mut self.spare));
+        let mut msgs = std::mem::replace(batch, std::mem::take(&mut self.spare));
         let refused = std::mem::take(&mut self.refused);
+        let (first, last) = (msgs[0].seq, msgs[msgs.len() - 1].seq);
+        // What the broker acknowledged from memory is not written.
+        let mut unwritten = 0;
+        if let Some(live) = &self.live {
+            let handed = live.hand(first, last);
+            if !handed.skip.is_empty() {
+                msgs.retain(|m| !handed.skip.contains(&m.seq));
+                unwritten = handed.skip.len() as u64;
+                Metrics::add(&self.metrics.unwritten, unwritten);
+                Metrics::add(&self.metrics.progress, 1);
+            }
+        }
         let q = self.queue.clone();
         let now = crate::service::now_ms();
         self.metrics.commit_since.store(now, Relaxed);
         self.in_flight = Some(crate::trips::spawn(move || {
             let mut q = lock(&q);
-            let r = q.append(&msgs).and_then(|appended| {
+            q.count_unwritten(unwritten);
+            // Numbers of messages never written are not handed out again.
+            let stored_last = msgs.last().map_or(0, |m| m.seq);
+            let r = q.append(&msgs);
+            let r = match r {
+                Ok(a) if stored_last < last => q.pass(last).map(|()| a),
+                r => r,
+            };
+            let r = r.and_then(|appended| {
                 let mut buried = Vec::new();
                 for r in refused {
                     // A message the size policy refused is not there to bury.
@@ -236,12 +261,22 @@ pub async fn run(
     queue: SharedQueue,
     committed: watch::Sender<i64>,
     metrics: Arc<Metrics>,
+    live: Option<Arc<Live>>,
 ) -> Result<(), QueueError> {
     let Routing {
         mut mapper,
         mut commit,
     } = routing.borrow_and_update().clone();
     let mut next_seq = lock(&queue).next_id();
+    if let Some(live) = &live {
+        // The first block at once: the first readings need not wait for their commit.
+        let mut q = lock(&queue);
+        let reserved = q.reserve_seq(next_seq + SEQ_BLOCK).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Could not reserve sequence numbers; readings wait for their commit.");
+            q.seq_reserved()
+        });
+        live.set_reserved(reserved);
+    }
     let mut batch: Vec<NewMessage> = Vec::with_capacity(commit.every);
     let mut c = Committer {
         queue,
@@ -253,8 +288,11 @@ pub async fn run(
         last_logged: None,
         refused: Vec::new(),
         refused_log: RateLog::default(),
+        live: live.clone(),
     };
     let mut deadline: Option<Instant> = None;
+    // The batch holds a message the live path did not offer.
+    let mut unoffered = false;
     let mut inbox: Vec<Reading> = Vec::with_capacity(256);
     loop {
         let linger = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -286,6 +324,7 @@ pub async fn run(
             }
             let from = batch.len();
             mapper.map(&reading, &mut next_seq, &mut batch);
+            let refused = c.refused.len();
             for m in &batch[from..] {
                 if let Some(reason) = mapper.unsendable(m) {
                     c.refused.push(Refused {
@@ -296,7 +335,24 @@ pub async fn run(
                     });
                 }
             }
-            if batch.len() >= commit.every {
+            // Offered to the uplink at once (a refused one is not: it and what follows
+            // wait for their commit).
+            let mut flush = false;
+            if let Some(live) = &live {
+                let offered = match c.refused.len() == refused {
+                    true => {
+                        reserve_ahead(&c.queue, live, next_seq);
+                        live.offer(&batch[from..])
+                    }
+                    false => 0,
+                };
+                unoffered |= offered < batch.len() - from;
+                // The uplink takes again (the link came back): what it could not take
+                // holds up what it could, so it is committed now, not a linger later.
+                flush = unoffered && live.wanted();
+            }
+            if batch.len() >= commit.every || flush {
+                unoffered = false;
                 c.start(&mut batch).await?;
                 deadline = None;
             }
@@ -309,6 +365,30 @@ pub async fn run(
     c.finish().await?;
     debug!("Pipeline drained; all inputs closed.");
     Ok(())
+}
+
+/// Keeps the sequence numbers the live path may offer ahead of `next_seq` by half a block:
+/// when they run short, records the next block in the queue file on a SQLite thread. An
+/// offer above them waits for its commit instead (see `queue::Live`).
+fn reserve_ahead(queue: &SharedQueue, live: &Arc<Live>, next_seq: i64) {
+    use std::sync::atomic::Ordering;
+    if !live.wanted() || live.reserved() >= next_seq + SEQ_BLOCK / 2 {
+        return;
+    }
+    if live.reserving.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (q, l) = (queue.clone(), live.clone());
+    // Not awaited: the trip sets the new bound itself when it is written.
+    drop(crate::trips::spawn(move || {
+        match lock(&q).reserve_seq(next_seq + SEQ_BLOCK) {
+            Ok(upto) => l.set_reserved(upto),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not reserve sequence numbers; readings wait for their commit.")
+            }
+        }
+        l.reserving.store(false, Ordering::Release);
+    }));
 }
 
 /// Locks the queue. A poisoned lock means a panic inside a queue call; the queue's own
@@ -368,7 +448,14 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (committed, seen) = watch::channel(0);
         let metrics = Arc::new(Metrics::default());
-        let p = tokio::spawn(run(rx, routing, queue.clone(), committed, metrics.clone()));
+        let p = tokio::spawn(run(
+            rx,
+            routing,
+            queue.clone(),
+            committed,
+            metrics.clone(),
+            None,
+        ));
         for text in ["small", &"x".repeat(300), "small again"] {
             tx.send(reading(text)).await.unwrap();
         }
@@ -387,5 +474,65 @@ mod tests {
             "{}",
             dead[0].reason
         );
+    }
+
+    /// A batch commits `commit_linger` after its first message, or at once when it reaches
+    /// `commit_every`. Time is paused: the commit's own trip runs on a SQLite thread while
+    /// the clock has no timer but the linger to jump to.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_commits_after_the_linger_or_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 64 << 20,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let queue = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let queue: SharedQueue = Arc::new(Mutex::new(queue));
+        let (tx, rx) = mpsc::channel(256);
+        let (committed_tx, mut committed) = watch::channel(0);
+        let linger = Duration::from_millis(500);
+        let commit = GroupCommit { every: 10, linger };
+        let routing = Routing::fixed(Mapper::new(&config("1MiB")), commit);
+        let metrics = Arc::new(Metrics::default());
+        let run = run(
+            rx,
+            routing,
+            queue.clone(),
+            committed_tx,
+            metrics.clone(),
+            None,
+        );
+        let pipeline = tokio::spawn(run);
+
+        // Three readings wait for the linger, then commit together.
+        let start = Instant::now();
+        for _ in 0..3 {
+            tx.send(reading("x")).await.unwrap();
+        }
+        committed.changed().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            linger,
+            "the first batch committed after the linger"
+        );
+        assert_eq!(Metrics::get(&metrics.committed), 3);
+
+        // A full batch does not wait.
+        let start = Instant::now();
+        for _ in 0..10 {
+            tx.send(reading("x")).await.unwrap();
+        }
+        committed.changed().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full batch committed at once"
+        );
+        assert_eq!(Metrics::get(&metrics.committed), 13);
+
+        drop(tx);
+        pipeline.await.unwrap().unwrap();
+        assert_eq!(lock(&queue).next_id() - 1, *committed.borrow());
     }
 }

@@ -2,14 +2,16 @@
 //! through the real binary: a foreign SQLite file in place of `queue.db` is moved aside; a
 //! second gateway on the same `state_dir` is refused; readings stamped before the clock
 //! synchronised are not expired when it jumps, and get corrected times (also those of an
-//! earlier run of the same boot); sequence numbers
+//! earlier run of the same boot), in the queue and in the payloads delivered; sequence numbers
 //! keep rising after a reset while the clock reads 1970.
 //!
 //! The clock is libfaketime's (`faketime` package, see .ci/run): the gateway's wall clock
 //! reads what a file says (an offset from the real clock), which the test changes to make
 //! the clock jump; its monotonic clock stays real, as on a Pi.
 
+use crate::support::broker::Broker;
 use crate::support::gateway::{base_config, Gateway};
+use crate::support::subscriber::Subscriber;
 use crate::support::wait_until;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +21,13 @@ const LONG: Duration = Duration::from_secs(60);
 /// A config with one synthetic input of `count` readings at `rate` a second, and a broker
 /// URL nobody listens on: every reading stays pending.
 fn config(dir: &Path, rate: f64, count: u64, queue_extra: &str) -> String {
-    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port());
+    config_on(dir, crate::support::free_port(), rate, count, queue_extra)
+}
+
+/// As [`config`], with the broker's URL on `port` (nobody listens there until the test
+/// starts a broker on it).
+fn config_on(dir: &Path, port: u16, rate: f64, count: u64, queue_extra: &str) -> String {
+    let url = format!("mqtt://127.0.0.1:{port}");
     base_config(dir, "gw1", &url, "")
         + &format!(
             "[queue]\ncommit_every = 50\ncommit_linger = \"50ms\"\n{queue_extra}\n\
@@ -119,10 +127,14 @@ fn libfaketime() -> String {
 const BOOT_1970: i64 = 86_400;
 
 fn real_now_s() -> i64 {
+    real_now_ms() / 1000
+}
+
+fn real_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64
+        .as_millis() as i64
 }
 
 #[test]
@@ -207,11 +219,13 @@ fn a_second_gateway_on_the_same_state_dir_is_refused() {
 fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_corrected_times() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
-    let text = config(tmp.path(), 50.0, 100, "max_age = \"1h\"\n")
+    let port = crate::support::free_port();
+    let text = config_on(tmp.path(), port, 50.0, 100, "max_age = \"1h\"\n")
         // Housekeeping (expiry) every second.
         .replace("health_interval = \"0s\"", "health_interval = \"1s\"");
     let mut gw = Gateway::new(tmp.path(), &text);
     gw.env = clock.env();
+    let started_ms = real_now_ms();
     gw.start();
     wait_until("100 readings queued", LONG, || gw.pending() == 100);
     // A restart before the clock synchronises: the readings of both runs are this boot's.
@@ -228,6 +242,7 @@ fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_correc
 
     // NTP: the clock jumps to the real time.
     clock.set(real_now_s());
+    let synced_ms = real_now_ms();
     wait_until(
         "the queue corrects the stamps, or expires the readings",
         LONG,
@@ -244,13 +259,52 @@ fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_correc
     // (seconds), not 56 years.
     let oldest = s["oldest_age_s"].as_f64().unwrap();
     assert!(oldest < 120.0, "{s}");
+    let mut corrected = std::collections::HashSet::new();
     for m in gw.export() {
         let age = m["age_s"].as_f64().unwrap();
         assert!((0.0..120.0).contains(&age), "{m}");
         assert_eq!(m["clock"], "corrected", "{m}");
+        let p: serde_json::Value = serde_json::from_str(m["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(p["_clock"], "corrected", "{m}");
+        corrected.insert(m["seq"].as_i64().unwrap());
     }
     assert!(!gw.log().contains("deleted unsent"), "{}", gw.log());
     assert!(gw.log().contains("Clock synchronised"), "{}", gw.log());
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    // Delivered: the payloads carry the corrected stamps too, the time each reading was
+    // really taken. (The broker and its subscriber start while the gateway is stopped, so
+    // that the subscription is there before the first publish; the run adds 100 readings
+    // stamped by the synchronised clock.)
+    let _broker = Broker::start_on(&tmp.path().join("broker"), port);
+    let sub = Subscriber::start(port, "site/#", "clock-sub");
+    gw.start();
+    let delivered = |sub: &Subscriber| -> Vec<serde_json::Value> {
+        sub.messages()
+            .iter()
+            .map(|(_, p)| serde_json::from_str(p).unwrap())
+            .collect()
+    };
+    wait_until("the corrected readings delivered", LONG, || {
+        let seqs: std::collections::HashSet<i64> = delivered(&sub)
+            .iter()
+            .map(|p| p["_seq"].as_i64().unwrap())
+            .collect();
+        corrected.is_subset(&seqs)
+    });
+    for p in delivered(&sub) {
+        if !corrected.contains(&p["_seq"].as_i64().unwrap()) {
+            assert!(p.get("_clock").is_none(), "{p}");
+            continue;
+        }
+        assert_eq!(p["_clock"], "corrected", "{p}");
+        let ts = p["_ts"].as_i64().unwrap();
+        assert!(
+            (started_ms - 5_000..=synced_ms + 5_000).contains(&ts),
+            "{p}: taken between {started_ms} and {synced_ms}"
+        );
+    }
     let (status, _) = gw.terminate(LONG);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

@@ -191,6 +191,17 @@ fn batches_are_cut_by_bytes_to_fit_the_maximum_message_size() {
 /// become dead letters and the allowed readings flow, without reconnecting.
 #[test]
 fn a_topic_the_broker_refuses_for_good_does_not_hold_up_the_others() {
+    refused_for_good(50, "20ms", true);
+}
+
+/// The same when the refusal comes before the commit (a reading sent from memory while its
+/// commit lingers): it becomes a dead letter once committed, and nothing stays pending.
+#[test]
+fn a_refusal_before_the_commit_makes_a_dead_letter_after_it() {
+    refused_for_good(1000, "3s", false);
+}
+
+fn refused_for_good(every: usize, linger: &str, requeue: bool) {
     let dir = tempfile::tempdir().unwrap();
     let bdir = dir.path().join("broker");
     std::fs::create_dir_all(&bdir).unwrap();
@@ -213,13 +224,13 @@ fn a_topic_the_broker_refuses_for_good_does_not_hold_up_the_others() {
     let config = base_config(dir.path(), "gw", &broker.url(), "protocol = \"5\"\n")
         .replace("keep_alive = \"2s\"", "keep_alive = \"5s\"")
         + &format!(
-            "[queue]\ncommit_every = 50\ncommit_linger = \"20ms\"\n\n\
+            "[queue]\ncommit_every = {every}\ncommit_linger = \"{linger}\"\n\n\
          [[serial]]\nname = \"ok\"\ndevice = \"{}\"\nbaud = 9600\nformat = \"json\"\n\
          topic = \"site/{{gateway}}/{{input}}\"\nqos = 1\n\n\
          [[serial]]\nname = \"denied\"\ndevice = \"{}\"\nbaud = 9600\nformat = \"json\"\n\
          topic = \"site/{{gateway}}/{{input}}\"\nqos = 1\n",
             ok.path.display(),
-            denied.path.display()
+            denied.path.display(),
         );
     let mut gw = Gateway::new(dir.path(), &config);
     gw.start();
@@ -248,6 +259,9 @@ fn a_topic_the_broker_refuses_for_good_does_not_hold_up_the_others() {
         first["reason"].as_str().unwrap().contains("0x87"),
         "{first}"
     );
+    if !requeue {
+        return;
+    }
     // The operator may send them again: requeued while the gateway is stopped, the broker
     // refuses them once more and they come back as dead letters, nothing lost.
     let (code, _, err) = gw.cli(&["queue", "dead", "requeue"]);

@@ -13,8 +13,8 @@
 //! An operator lists, exports, requeues (under new sequence numbers, stamped anew, while no
 //! gateway runs) or purges them with `sensorgate queue dead`.
 
-use super::ROW_OVERHEAD;
-use super::{any, meta, removed, sql, truncate_if_done, Accounting, Queue, QueueError, Reader};
+use super::confirm::{removed, truncate_if_done, Accounting};
+use super::{any, meta, sql, Queue, QueueError, Reader, ROW_OVERHEAD};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A row moved to the dead letters by [`Queue::bury`].
@@ -95,7 +95,7 @@ impl Queue {
             Ok((burial, after))
         };
         // On a full disk the reserve is given back and the burial tried once more.
-        let (burial, after) = self.with_room(run).map_err(|e| self.err(e))?;
+        let (burial, after) = self.with_room(run).map_err(|e| self.conn.err(e))?;
         self.bytes = after.bytes;
         self.reclaimable = after.reclaimable;
         Ok(burial)
@@ -141,11 +141,13 @@ impl Queue {
             tx.commit()?;
             Ok(new)
         };
-        let new = run(&mut self.conn).map_err(|e| self.err(e))?;
+        let new = run(&mut self.conn).map_err(|e| self.conn.err(e))?;
         if let Some(last) = new.last() {
             self.next_id = self.next_id.max(last + 1);
         }
-        self.bytes = meta(&self.conn, "bytes").map_err(|e| self.err(e))?.max(0) as u64;
+        self.bytes = meta(&self.conn, "bytes")
+            .map_err(|e| self.conn.err(e))?
+            .max(0) as u64;
         Ok(new)
     }
 
@@ -172,7 +174,7 @@ impl Queue {
             tx.commit()?;
             Ok(n)
         };
-        run(&mut self.conn).map_err(|e| self.err(e))
+        run(&mut self.conn).map_err(|e| self.conn.err(e))
     }
 }
 
@@ -198,7 +200,7 @@ impl Reader {
             })?;
             rows.collect()
         };
-        read().map_err(|e| self.err(e))
+        read().map_err(|e| self.conn.err(e))
     }
 }
 

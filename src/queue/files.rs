@@ -34,7 +34,7 @@ pub fn read_clocks(path: &Path, lo: i64, hi: i64) -> Result<Vec<(i64, &'static s
         })?;
         rows.collect()
     };
-    read().map_err(|e| r.err(e))
+    read().map_err(|e| r.conn.err(e))
 }
 
 /// Opens the queue; if the file is corrupt, not a database, or another application's

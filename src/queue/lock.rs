@@ -59,6 +59,16 @@ impl StateLock {
     }
 }
 
+/// The process that holds `state_dir`'s lock, as its lock file names it, if that process
+/// still runs a sensorgate (read only: taking the lock to ask could refuse a gateway that
+/// starts at that moment).
+pub fn holder(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join("sensorgate.lock")).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "sensorgate").then_some(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

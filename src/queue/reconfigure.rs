@@ -21,7 +21,7 @@ impl Queue {
             q.conn.prepare_cached(sync)?.execute([])?;
             Ok(())
         };
-        apply(self).map_err(|e| self.err(e))?;
+        apply(self).map_err(|e| self.conn.err(e))?;
         self.opts = opts;
         Ok(())
     }

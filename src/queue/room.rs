@@ -1,5 +1,6 @@
-//! Room on the disk for the queue: the bound on its WAL, and a reserve file that is given
-//! back when the disk is full.
+//! Room on the disk for the queue: the bound on its WAL, a reserve file that is given back
+//! when the disk is full, and what the queue does then ([`Queue::with_room`],
+//! [`Queue::maintain`]).
 //!
 //! - **The WAL is bounded.** SQLite checkpoints after [`wal_budget`] bytes of frames
 //!   (`wal_autocheckpoint`, instead of its default 1,000 pages, 4 MB) and truncates the WAL
@@ -13,6 +14,9 @@
 //!   held when it filled (the queue's `disk_cap`), so the file stops growing and the policy
 //!   works inside it.
 
+use super::conn::is_full;
+use super::{sql, Queue, QueueError};
+use rusqlite::{params, Connection};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,8 +37,8 @@ const FIXED: u64 = 96 << 10;
 
 /// The accounted bytes (`meta.bytes`) that fit in `max_size` bytes of disk, the file plus
 /// its WAL: the WAL's budget and the fixed pages off, and rows take up to 4/3 of their
-/// accounted size in pages (measured with eviction and confirmations under way: 0.83 for
-/// 20-byte payloads, 0.98 for 130, 1.07 for 400, 1.34 for 1,000, three to a page).
+/// accounted size in pages (the largest ratio measured; see ARCHITECTURE.md's benchmark
+/// notes).
 pub fn accounted_limit(max_size: u64) -> u64 {
     let rows = max_size.saturating_sub(wal_budget(max_size) + FIXED);
     (rows / 4 * 3).max(16 << 10)
@@ -120,4 +124,72 @@ impl Reserve {
 fn free_bytes(dir: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(dir).ok()?;
     Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+}
+
+/// The queue on a full disk.
+impl Queue {
+    /// The accounted bytes the size policy allows: `max_size`, or less after the disk filled.
+    pub(super) fn limit(&self) -> u64 {
+        self.disk_cap
+            .map_or(self.opts.max_size, |c| c.min(self.opts.max_size))
+    }
+
+    /// The disk is full: gives back the reserve, and checkpoints so that the WAL starts over
+    /// (the next write reuses its file instead of growing it).
+    pub(super) fn make_room(&mut self) {
+        if self.reserve.give_back() {
+            tracing::warn!(queue = %self.conn.path.display(), reserve = %self.reserve.path().display(), "Disk full: gave back the queue's reserve file; the size policy now keeps the queue within what the disk holds.");
+        }
+        let _ = self.conn.query_row(sql::CHECKPOINT_RESTART, [], |_| Ok(()));
+    }
+
+    /// Runs `work`; if the disk is full, makes room and runs it once more.
+    pub(super) fn with_room<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, rusqlite::Error> {
+        match work(&mut self.conn) {
+            Err(e) if is_full(&e) => {
+                self.make_room();
+                work(&mut self.conn)
+            }
+            r => r,
+        }
+    }
+
+    /// Writes drops counted only in memory to `meta`.
+    pub(super) fn save_dropped(&mut self) -> Result<(), rusqlite::Error> {
+        let n = self.unsaved_dropped;
+        if n > 0 {
+            self.with_room(|conn| conn.execute(sql::META_ADD, params!["dropped_full", n as i64]))?;
+            self.unsaved_dropped = 0;
+        }
+        Ok(())
+    }
+
+    /// Housekeeping's part: writes drops counted only in memory (the disk was full) to
+    /// `meta`, and makes the reserve again once the disk has room for it and for the WAL;
+    /// then the size policy goes back to `max_size`.
+    pub fn maintain(&mut self) -> Result<(), QueueError> {
+        self.save_dropped().map_err(|e| self.conn.err(e))?;
+        if !self.reserve.present() && self.reserve.remake(wal_budget(self.opts.max_size)) {
+            if let Some(cap) = self.disk_cap.take() {
+                tracing::info!(queue = %self.conn.path.display(), was = cap, "Disk has room again: made the reserve file again; the size policy is back to max_size.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops counted in memory only: the disk was too full to write them.
+    pub fn unsaved_dropped(&self) -> u64 {
+        self.unsaved_dropped
+    }
+
+    /// Limits the file to `pages` pages, so tests can fill "the disk" (SQLITE_FULL).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn set_max_page_count(&self, pages: u64) -> Result<(), QueueError> {
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| self.conn.err(e))
+    }
 }

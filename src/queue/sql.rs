@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS dead (
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('bytes', 0), ('dropped_full', 0), ('expired', 0), ('schema', 1),
     ('released', 0), ('released_bytes', 0), ('removed_upto', 0), ('clean', 0),
-    ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0);
+    ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0), ('unwritten', 0);
 ";
 
 /// The tables a file must have, with the columns of each that every version of the gateway
@@ -92,7 +92,7 @@ pub const CORRECT_STAMPS: &str = concat!(
 /// The clock flag of each row in a range (`queue peek` and `export`).
 pub const CLOCK_RANGE: &str = "SELECT id, clock FROM outbox WHERE id BETWEEN ?1 AND ?2";
 pub const FETCH_RANGE: &str = concat!(
-    "SELECT id, topic, payload, qos, retain, created_ms, clock = 1 FROM outbox WHERE id > max(?1, ",
+    "SELECT id, topic, payload, qos, retain, created_ms, clock FROM outbox WHERE id > max(?1, ",
     released!(),
     ") AND id <= ?3 ORDER BY id LIMIT ?2"
 );
@@ -122,8 +122,10 @@ pub const EXPIRE: &str = concat!(
 );
 pub const LAST_ID: &str =
     "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)";
-pub const SET_LAST_ID: &str =
-    "INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)";
+/// `sqlite_sequence` has no unique key: its row for `outbox` is updated, and inserted only
+/// when there is none (see `set_last_id`).
+pub const UPDATE_LAST_ID: &str = "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'outbox'";
+pub const INSERT_LAST_ID: &str = "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)";
 pub const COUNT: &str = concat!("SELECT count(*) FROM outbox WHERE id > ", released!());
 pub const OLDEST: &str = concat!(
     "SELECT created_ms FROM outbox WHERE id > ",

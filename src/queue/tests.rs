@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::config::Qos;
+use crate::mapping::NewMessage;
+use std::path::Path;
 
 fn batch(from: i64, n: usize, len: usize) -> Vec<NewMessage> {
     (0..n)

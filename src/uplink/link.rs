@@ -1,6 +1,11 @@
-//! One face over rumqttc's MQTT 3.1.1 and MQTT 5 clients, so the uplink's correlation,
-//! windowing and queue handling do not care which protocol is spoken.
+//! rumqttc's MQTT 3.1.1 and MQTT 5 clients behind the uplink's face ([`Publisher`],
+//! [`Events`]), so the uplink's correlation, windowing and queue handling do not care which
+//! protocol is spoken.
+//!
+//! **Invariant:** the event loop's own `inflight` is above the uplink's window (see
+//! `flight.rs`), and [`Events::forget`] also clears rumqttc's `state.events`.
 
+use super::face::{Busy, Events, LinkError, LinkEvent, Outbound, Publisher, Refusal};
 use crate::config::{MqttConfig, Protocol, Qos};
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{v5, Outgoing};
@@ -20,63 +25,6 @@ fn qos5(q: Qos) -> v5::mqttbytes::QoS {
     }
 }
 
-/// A message to hand to rumqttc. The MQTT 5 properties are ignored under 3.1.1.
-#[derive(Debug, Clone, Default)]
-pub struct Outbound {
-    pub topic: String,
-    pub qos: Qos,
-    pub retain: bool,
-    pub payload: Vec<u8>,
-    /// MQTT 5: seconds the broker may keep the message for subscribers.
-    pub expiry_s: Option<u32>,
-    /// MQTT 5: the user property `seq` (a row id, or `first-last` for a batch).
-    pub seq: Option<String>,
-    /// MQTT 5: the content type (a batch's name).
-    pub content_type: Option<&'static str>,
-    /// MQTT 5: a topic alias; with `alias_only` the topic is left out (already known).
-    pub alias: Option<u16>,
-    pub alias_only: bool,
-}
-
-impl Outbound {
-    /// The size of the PUBLISH packet this becomes, header included, as the broker counts
-    /// it against its maximum packet size.
-    pub fn packet_size(&self, v5: bool) -> usize {
-        let topic = if self.alias_only { 0 } else { self.topic.len() };
-        let mut remaining = 2 + topic + self.payload.len();
-        if self.qos != Qos::AtMostOnce {
-            remaining += 2;
-        }
-        if v5 {
-            let mut props = 0;
-            if self.expiry_s.is_some() {
-                props += 5;
-            }
-            if self.alias.is_some() {
-                props += 3;
-            }
-            if let Some(t) = self.content_type {
-                props += 3 + t.len();
-            }
-            if let Some(s) = &self.seq {
-                props += 1 + 2 + "seq".len() + 2 + s.len();
-            }
-            remaining += varint_len(props) + props;
-        }
-        1 + varint_len(remaining) + remaining
-    }
-}
-
-/// Bytes of MQTT's variable byte integer for `n`.
-fn varint_len(n: usize) -> usize {
-    match n {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
 /// The largest packet the gateway hands to rumqttc (its own limit for outgoing packets);
 /// `[mqtt] max_message_size` and an MQTT 5 broker's CONNACK may lower it.
 pub const MAX_PACKET: usize = 1 << 20;
@@ -84,19 +32,14 @@ pub const MAX_PACKET: usize = 1 << 20;
 /// The longest topic MQTT can carry (a two-byte length).
 pub const MAX_TOPIC: usize = 65_535;
 
-/// rumqttc's request channel is full (or its event loop is gone): try again later.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Busy;
-
 #[derive(Clone)]
 pub enum Client {
     V4(rumqttc::AsyncClient),
     V5(v5::AsyncClient),
 }
 
-impl Client {
-    /// Queues a publish; fails only when rumqttc's request channel is full (or closed).
-    pub fn try_publish(&self, m: Outbound) -> Result<(), Busy> {
+impl Publisher for Client {
+    fn try_publish(&self, m: Outbound) -> Result<(), Busy> {
         match self {
             Client::V4(c) => c
                 .try_publish(m.topic, qos4(m.qos), m.retain, m.payload)
@@ -116,74 +59,12 @@ impl Client {
         }
     }
 
-    pub fn try_disconnect(&self) -> Result<(), Busy> {
+    fn try_disconnect(&self) -> Result<(), Busy> {
         match self {
             Client::V4(c) => c.try_disconnect().map_err(|_| Busy),
             Client::V5(c) => c.try_disconnect().map_err(|_| Busy),
         }
     }
-}
-
-/// What the event loop reported, reduced to what the uplink acts on.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LinkEvent {
-    /// The broker accepted the connection. MQTT 5 brokers may lower the in-flight limit
-    /// (`receive_max`) and allow topic aliases.
-    ConnAck {
-        receive_max: Option<u16>,
-        alias_max: u16,
-        /// MQTT 5: the largest packet the broker accepts.
-        max_packet: Option<u32>,
-    },
-    /// rumqttc wrote a publish with this packet id (0 for QoS 0).
-    Published(u16),
-    /// A PUBACK. `refused` holds the reason when an MQTT 5 broker did not accept the message.
-    PubAck {
-        pkid: u16,
-        refused: Option<Refusal>,
-    },
-    /// rumqttc found the packet id still in flight.
-    Collision(u16),
-    /// rumqttc wrote DISCONNECT.
-    Disconnected,
-    Other,
-}
-
-/// Why an MQTT 5 broker did not accept a message (a PUBACK reason code of 0x80 or above).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: u8,
-    pub text: String,
-}
-
-impl Refusal {
-    /// Whether sending the same message again can never succeed: not authorised (0x87),
-    /// topic name invalid (0x90), packet too large (0x95), payload format invalid (0x99).
-    /// Others (quota exceeded 0x97, unspecified, implementation specific) may pass later.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self.code, 0x87 | 0x90 | 0x95 | 0x99)
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "0x{:02x} {}", self.code, self.text)
-    }
-}
-
-/// A failed connection, with what the operator needs to know.
-#[derive(Debug)]
-pub struct LinkError {
-    pub text: String,
-    /// A certificate that does not verify, or credentials the broker refuses.
-    pub needs_operator: bool,
-    /// The broker closed the connection (end of stream, reset, broken pipe): not a timeout,
-    /// a refused connect or a protocol error.
-    pub closed_by_peer: bool,
-    /// MQTT 5: a PUBACK whose reason code rumqttc 0.25 cannot read (0x95, packet too
-    /// large, is not in its table) ended the connection: the broker refused the oldest
-    /// message in flight (brokers acknowledge in order) with this code.
-    pub unread_refusal: Option<u8>,
 }
 
 // One event loop per uplink, never moved around: boxing the larger variant buys nothing.
@@ -281,9 +162,8 @@ fn timeout_s(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
 
-impl EventLoop {
-    /// Drives the connection one step (connecting first if needed).
-    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+impl Events for EventLoop {
+    async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match self {
             EventLoop::V4(e) => match e.poll().await {
                 Ok(ev) => Ok(event4(ev)),
@@ -332,9 +212,7 @@ impl EventLoop {
         }
     }
 
-    /// Forgets the connection and every request rumqttc holds: SQLite is the only retry
-    /// buffer, so rumqttc must never replay anything on its own.
-    pub fn forget(&mut self) {
+    fn forget(&mut self) {
         match self {
             // `clean` leaves `state.events` as it was: an `Outgoing::Publish` recorded for a
             // write that then failed would be handed out after the next CONNACK and matched

@@ -20,13 +20,13 @@ pub struct Waiting {
 const TOPICS_PER_SEARCH: usize = 64;
 
 #[derive(Debug, Default)]
-pub struct Ahead {
+pub struct ReadAhead {
     /// In row-id order; `None` marks a row already taken into a batch.
     rows: VecDeque<Option<Waiting>>,
     len: usize,
 }
 
-impl Ahead {
+impl ReadAhead {
     /// Rows not yet taken.
     pub fn len(&self) -> usize {
         self.len
@@ -145,6 +145,7 @@ mod tests {
             retain: false,
             created_ms,
             age_unknown: false,
+            stored_bytes: (topic.len() + id.to_string().len()) as u64,
         }
     }
 
@@ -157,7 +158,7 @@ mod tests {
     #[test]
     fn without_batching_rows_leave_one_by_one_in_order() {
         let t = Instant::now();
-        let mut a = Ahead::default();
+        let mut a = ReadAhead::default();
         for (id, topic) in [(1, "a"), (2, "b"), (3, "a")] {
             a.push(row(id, topic, NOW_MS), t, NOW_MS, Duration::ZERO);
         }
@@ -171,7 +172,7 @@ mod tests {
     fn a_batch_waits_until_full_or_due() {
         let t = Instant::now();
         let d = Duration::from_secs(30);
-        let mut a = Ahead::default();
+        let mut a = ReadAhead::default();
         for id in 1..=3 {
             a.push(row(id, "a", NOW_MS), t, NOW_MS, d);
         }
@@ -192,7 +193,7 @@ mod tests {
     fn old_rows_are_due_at_once_and_force_sends_what_waits() {
         let t = Instant::now();
         let d = Duration::from_secs(30);
-        let mut a = Ahead::default();
+        let mut a = ReadAhead::default();
         a.push(row(1, "a", NOW_MS - 60_000), t, NOW_MS, d);
         a.push(row(2, "b", NOW_MS), t, NOW_MS, d);
         assert_eq!(ids(a.next(10, t, false)), vec![1], "a backlog row is due");
@@ -203,7 +204,7 @@ mod tests {
     #[test]
     fn unshift_restores_order_and_count() {
         let t = Instant::now();
-        let mut a = Ahead::default();
+        let mut a = ReadAhead::default();
         for id in 1..=5 {
             a.push(row(id, "a", NOW_MS), t, NOW_MS, Duration::ZERO);
         }
