@@ -11,21 +11,17 @@
 
 mod common;
 
-use dbus::blocking::Connection;
-use sensorgate::ble::advert::{Payload, Processor};
+use common::bluez::Bluez;
+use common::broker::Broker;
+use common::gateway::Gateway;
+use common::subscriber::Subscriber;
+use sensorgate::ble::advert::{Payload, Processor, Wanted};
 use sensorgate::ble::decode::{decode, Advert, Keys};
 use sensorgate::ble::values::uuid_from_u16;
-use sensorgate::config::BleConfig;
-use sensorgate::input::serial::InputId;
+use sensorgate::input::InputId;
 use sensorgate::metrics::Metrics;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sensorgate");
-const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bluez_mock.py");
 
 fn h(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -110,21 +106,16 @@ fn decode_rate(n: usize) -> f64 {
 
 /// Adverts per second through decode + duplicate filter + reading (every advert new).
 fn processor_rate(n: usize) -> f64 {
-    let config = BleConfig {
-        adapter: None,
-        min_interval: Duration::ZERO,
-        allow_unknown: true,
-        scan_stall: Duration::from_secs(300),
-        retry_min: Duration::from_secs(1),
-        retry_max: Duration::from_secs(60),
+    let wanted = Wanted {
         devices: Vec::new(),
-        gatt: Vec::new(),
+        allow_unknown: true,
+        min_interval: Duration::ZERO,
     };
     let id = InputId {
         index: 0,
         name: Arc::from("b"),
     };
-    let mut p = Processor::new(id, &config, Arc::new(Metrics::default()));
+    let mut p = Processor::new(id, wanted, Arc::new(Metrics::default()));
     let uuid = uuid_from_u16(0xfcd2);
     let t0 = Instant::now();
     let mut made = 0;
@@ -146,123 +137,37 @@ fn processor_rate(n: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The gateway's CPU share while `devices` advertise `hz` times a second for `secs`.
 fn gateway_cpu(devices: u32, hz: f64, secs: f64) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = common::Mosquitto::start(d);
-    let sock = d.join("bus.sock");
-    std::fs::write(d.join("bus.conf"), format!(
-        "<busconfig><type>system</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
-         <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/><allow send_destination=\"*\"/>\
-         <allow receive_sender=\"*\"/></policy></busconfig>", sock.display())).unwrap();
-    let _bus = Proc(
-        Command::new("dbus-daemon")
-            .args(["--nofork", "--config-file"])
-            .arg(d.join("bus.conf"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon"),
-    );
-    let address = format!("unix:path={}", sock.display());
-    wait("the bus listens", || sock.exists());
-    let _mock = Proc(
-        Command::new("/usr/bin/python3")
-            .args(["-m", "dbusmock", "--system", "--template", TEMPLATE])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3-dbusmock"),
-    );
-    let mut ch = dbus::channel::Channel::open_private(&address).unwrap();
-    ch.register().unwrap();
-    let conn = Connection::from(ch);
-    let bluez = conn.with_proxy("org.bluez", "/", Duration::from_secs(10));
-    wait("the mock owns org.bluez", || {
-        bluez
-            .method_call::<(String,), _, _, _>("org.bluez.Mock", "AddAdapter", ("hci0", "bench"))
-            .is_ok()
-    });
+    let broker = Broker::start_bare(&d.join("broker"));
+    let bluez = Bluez::start(&d.join("bluez"));
+    bluez.add_adapter("hci0");
 
     let config = format!(
         "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\nhealth_interval = \"0s\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n\
          [[ble]]\nname = \"yard\"\ntopic = \"ble/{{gateway}}/{{input}}/{{device}}\"\nmin_interval = \"0s\"\nallow_unknown = true\n",
         d.join("state").display(), broker.port);
-    std::fs::write(d.join("gw.toml"), config).unwrap();
-    let log = std::fs::File::create(d.join("gw.log")).unwrap();
-    let bin = std::env::var_os("SENSORGATE_BENCH_BIN").unwrap_or_else(|| BIN.into());
-    let gw = Proc(
-        Command::new(bin)
-            .args(["run", "-c"])
-            .arg(d.join("gw.toml"))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .env("RUST_LOG", "info")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let pid = gw.0.id();
-    wait("the scan starts", || {
-        std::fs::read_to_string(d.join("gw.log"))
-            .unwrap_or_default()
-            .contains("BLE scan started.")
-    });
-
-    let received = Arc::new(AtomicU64::new(0));
-    let mut sub = Proc(
-        Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &broker.port.to_string(),
-                "-t",
-                "ble/#",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let out = sub.0.stdout.take().unwrap();
-    let count = received.clone();
-    std::thread::spawn(move || {
-        for _ in BufReader::new(out).lines() {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    std::thread::sleep(Duration::from_millis(500)); // let the subscription settle; not a sync point for results
+    let mut gw = Gateway::new(d, &config);
+    if let Some(bin) = std::env::var_os("SENSORGATE_BENCH_BIN") {
+        gw.bin = bin.into();
+    }
+    gw.env.push(bluez.env());
+    gw.env.push(("RUST_LOG", "info".into()));
+    gw.start();
+    let pid = gw.pid();
+    gw.wait_log("BLE scan started.", Duration::from_secs(30));
+    let sub = Subscriber::start(broker.port, "ble/#", "ble-bench");
 
     let cpu0 = common::cpu_seconds(pid);
     let t0 = Instant::now();
-    bluez
-        .method_call::<(), _, _, _>(
-            "org.bluez.Mock",
-            "StartAdverts",
-            ("hci0", devices, hz, secs),
-        )
-        .unwrap();
+    bluez.start_adverts("hci0", devices, hz, secs);
     std::thread::sleep(Duration::from_secs_f64(secs)); // the measured window
     let cpu = common::cpu_seconds(pid) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs(2));
-    let got = received.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2)); // late messages; not a sync point for the CPU figure
+    let got = sub.messages().len();
     let expected = (f64::from(devices) * hz * secs) as u64;
     println!(
         "gateway CPU: {:.3} s in {:.1} s = {:.2}% of one core ({} devices x {} Hz; {} of {} adverts delivered as messages, {:.0}/s)",

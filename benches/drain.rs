@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{median, rss_kb, Mosquitto};
+use common::broker::Broker;
+use common::gateway::{Gateway, BIN};
+use common::{median, rss_kb};
 use sensorgate::config::{Config, Qos, WhenFull};
 use sensorgate::mapping::{Mapper, NewMessage};
 use sensorgate::queue::{read_stats, Queue, QueueOptions};
@@ -20,8 +22,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sensorgate");
 
 /// The messages the mapper makes for `n` readings of 3 fields (JSON payloads, ~110 bytes).
 fn messages(n: usize) -> Vec<NewMessage> {
@@ -66,35 +66,18 @@ enum Stop {
     Killed,
 }
 
-fn gateway_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("gw.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\nhealth_interval = \"0s\"\n\
-             [mqtt]\nurl = \"{url}\"\nkeep_alive = \"30s\"\nbackoff_min = \"100ms\"\nbackoff_max = \"1s\"\n{extra}",
-            dir.join("state").display()
-        ),
+/// The gateway's config for a state directory in `dir`.
+fn gateway_config(dir: &Path, url: &str, extra: &str) -> String {
+    format!(
+        "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\nhealth_interval = \"0s\"\n\
+         [mqtt]\nurl = \"{url}\"\nkeep_alive = \"30s\"\nbackoff_min = \"100ms\"\nbackoff_max = \"1s\"\n{extra}",
+        dir.join("state").display()
     )
-    .unwrap();
-    path
 }
 
-fn spawn_gateway(config: &Path) -> std::process::Child {
-    spawn_binary(Path::new(BIN), config)
-}
-
-fn spawn_binary(bin: &Path, config: &Path) -> std::process::Child {
-    Command::new(bin)
-        .arg("run")
-        .arg("-c")
-        .arg(config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Starts `bin` with its log piped to a thread that notes when it says it connected.
+/// Starts `bin` with its log piped to a thread that notes when it says it connected: the
+/// drain is timed from that moment, to the line (the tests' `Gateway` logs to a file, which
+/// a probe would read late).
 fn spawn_watched(
     bin: &Path,
     config: &Path,
@@ -123,7 +106,7 @@ fn spawn_watched(
 }
 
 /// Runs the gateway on a prefilled queue until it is empty. Returns (messages/s, peak RSS kB).
-fn gateway_drain(broker: &Mosquitto, msgs: &[NewMessage]) -> (f64, u64) {
+fn gateway_drain(broker: &Broker, msgs: &[NewMessage]) -> (f64, u64) {
     let d = gateway_drain_with(broker, msgs, "", Stop::Clean);
     (d.rate, d.peak_kb)
 }
@@ -143,25 +126,23 @@ struct Drain {
 }
 
 /// The same, with more config (e.g. `[mqtt.batch]`). Rates are queue rows (readings) per second.
-fn gateway_drain_with(broker: &Mosquitto, msgs: &[NewMessage], extra: &str, stop: Stop) -> Drain {
+fn gateway_drain_with(broker: &Broker, msgs: &[NewMessage], extra: &str, stop: Stop) -> Drain {
     binary_drain(Path::new(BIN), broker, msgs, extra, stop)
 }
 
 /// The same, with another gateway binary.
 fn binary_drain(
     bin: &Path,
-    broker: &Mosquitto,
+    broker: &Broker,
     msgs: &[NewMessage],
     extra: &str,
     stop: Stop,
 ) -> Drain {
     let dir = tempfile::tempdir().unwrap();
     prefill(&dir.path().join("state"), msgs, stop);
-    let cfg = gateway_config(
-        dir.path(),
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        extra,
-    );
+    let cfg = dir.path().join("gw.toml");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    std::fs::write(&cfg, gateway_config(dir.path(), &url, extra)).unwrap();
     let db = dir.path().join("state/queue.db");
     let first_id = msgs[0].seq;
     let t0 = Instant::now();
@@ -223,7 +204,7 @@ fn binary_drain(
 }
 
 /// `mosquitto_pub -q 1 -l` with the same payloads, one per line.
-fn mosquitto_pub(broker: &Mosquitto, msgs: &[NewMessage]) -> f64 {
+fn mosquitto_pub(broker: &Broker, msgs: &[NewMessage]) -> f64 {
     let mut input = Vec::with_capacity(msgs.len() * 120);
     for m in msgs {
         input.extend_from_slice(&m.payload);
@@ -253,7 +234,7 @@ fn mosquitto_pub(broker: &Mosquitto, msgs: &[NewMessage]) -> f64 {
 /// A bare rumqttc client (no queue, no correlation) publishing the same messages at QoS 1
 /// with the same in-flight limit, until the broker acknowledged the last one: the floor that
 /// the client library itself sets.
-fn bare_rumqttc(broker: &Mosquitto, msgs: &[NewMessage]) -> f64 {
+fn bare_rumqttc(broker: &Broker, msgs: &[NewMessage]) -> f64 {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -299,20 +280,21 @@ fn holding(backlog: &[NewMessage], seconds: u64) -> u64 {
         &format!("mqtt://127.0.0.1:{nobody}"),
         "[[synthetic]]\nname = \"s\"\nrate = 2000.0\nfields = [\"temperature\", \"humidity\", \"pressure\"]\ntopic = \"site/{gateway}/{input}\"\n",
     );
-    let mut child = spawn_gateway(&cfg);
+    let mut gw = Gateway::new(dir.path(), &cfg);
+    gw.env.push(("RUST_LOG", "info".into()));
+    gw.start();
     let t0 = Instant::now();
     let mut peak = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(50));
-        peak = peak.max(rss_kb(child.id()).1);
+        peak = peak.max(rss_kb(gw.pid()).1);
     }
     let stats = read_stats(&dir.path().join("state/queue.db"), 0).unwrap();
     assert!(
         stats.pending as usize > backlog.len(),
         "the backlog grew while held"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    gw.kill();
     peak
 }
 
@@ -328,7 +310,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(runs);
     let tmp = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(tmp.path());
+    let broker = Broker::start_bare(tmp.path());
     // `-- --replay` runs only the replay of the million in batches.
     let replay_only = std::env::args().any(|a| a == "--replay");
     let backlog = messages(big);

@@ -39,18 +39,17 @@ mod fixtures;
 mod plan;
 #[path = "soak/procs.rs"]
 mod procs;
-#[allow(dead_code)]
-#[path = "../tests/support/proxy.rs"]
-mod proxy;
-#[allow(dead_code)]
-#[path = "../tests/support/pty.rs"]
-mod pty;
 #[path = "soak/report.rs"]
 mod report;
 
-use fixtures::{FakeClock, Poison, Sensor, StateDir};
+use common::broker::Broker;
+use common::gateway::Gateway;
+use common::{proxy, pty};
+
+use common::fake_clock::{self, FakeClock, BOOT_1970};
+use fixtures::{Poison, Sensor, StateDir};
 use plan::Fault;
-use procs::{Broker, Gateway, Subscriber};
+use procs::Subscriber;
 use report::{Done, Outcome, Samples};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -74,8 +73,6 @@ const MAX_SIZE_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
 /// The queue's accounting of one normal message: topic + payload + 24 bytes per row.
 const MESSAGE_BYTES: f64 = 820.0;
 const TMPFS: &str = "16m";
-/// The gateway's clock at its start: a Pi after a boot without network.
-const BOOT_1970: i64 = 86_400;
 /// How long the drain at the end may take.
 const DRAIN: Duration = Duration::from_secs(300);
 const TOPIC_PREFIX: &str = "soak/gw1/";
@@ -175,7 +172,7 @@ impl Soak<'_> {
             let now = self.t0.elapsed();
             if let Some((clock, jump)) = self.clock.filter(|_| self.done.jumped.is_none()) {
                 if now >= jump {
-                    clock.set(fixtures::real_now_s());
+                    clock.set(fake_clock::real_now_s());
                     self.done.jumped = Some(now);
                     println!(
                         "  {:>6.1}s clock steps from 1970 to the real time",
@@ -187,8 +184,8 @@ impl Soak<'_> {
                 self.next_progress += Duration::from_secs(30);
                 self.progress();
             }
-            if !self.gateway.running() {
-                let log = self.gateway.log_text();
+            if !self.gateway.is_running() {
+                let log = self.gateway.log();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
@@ -230,7 +227,7 @@ impl Soak<'_> {
             Fault::Restart(_) | Fault::Outage(_) => {
                 self.broker.stop();
                 self.idle_until(end);
-                self.broker.up();
+                self.broker.start();
                 self.done.restarts += 1;
                 if let Fault::Outage(d) = fault {
                     self.done.outages += 1;
@@ -272,14 +269,14 @@ fn run(args: Args) -> bool {
     let mut rng = fastrand::Rng::with_seed(args.seed);
     // Declared first, dropped last: the gateway is gone before the unmount.
     let state = StateDir::mount(&dir.join("state"), TMPFS);
-    let mut broker = Broker::start(&dir.join("broker"));
+    let mut broker = Broker::start_in(&dir.join("broker"));
     let proxy = proxy::Proxy::start(broker.port);
     let names: Vec<String> = INPUTS.iter().map(|s| s.to_string()).collect();
     let sub = Subscriber::start(broker.port, "soak-sub", TOPIC_PREFIX, &names);
     let ptys: Vec<pty::Pty> = INPUTS.iter().map(|_| pty::Pty::open()).collect();
     let mut gateway = Gateway::new(dir, &config(&state.path, proxy.port, &ptys));
 
-    let clock = match fixtures::libfaketime() {
+    let clock = match fake_clock::libfaketime() {
         Some(lib) => Some(FakeClock::starting_at(dir, lib, BOOT_1970)),
         None => {
             println!(
@@ -288,7 +285,11 @@ fn run(args: Args) -> bool {
             None
         }
     };
-    gateway.start(&clock.as_ref().map(FakeClock::env).unwrap_or_default());
+    gateway.env.push(("RUST_LOG", "sensorgate=info".into()));
+    gateway
+        .env
+        .extend(clock.as_ref().map(FakeClock::env).unwrap_or_default());
+    gateway.start();
     gateway.wait_log_count("Serial port open", INPUTS.len(), Duration::from_secs(30));
 
     let fill =
@@ -353,12 +354,11 @@ fn run(args: Args) -> bool {
     std::thread::sleep(Duration::from_millis(1100));
     let samples = *samples.lock().unwrap();
     let up = t0.elapsed();
-    let exit = gateway.terminate(Duration::from_secs(10));
+    let (exit, _) = gateway.terminate(Duration::from_secs(10));
     settle(&sub);
     let tally = sub.tally.lock().unwrap();
     // Dead letters held, by reading: (input, n), input None for a poison one.
-    let dead: HashSet<(Option<usize>, u64)> = gateway
-        .dead_letters()
+    let dead: HashSet<(Option<usize>, u64)> = dead_letters(&gateway)
         .iter()
         .filter_map(|dead| {
             let payload: Value = serde_json::from_str(dead["payload"].as_str()?).ok()?;
@@ -410,7 +410,7 @@ fn run(args: Args) -> bool {
         },
         drained,
         exit,
-        log: gateway.log_text(),
+        log: gateway.log(),
     };
     outcome.print();
     if tally.strange > 0 {
@@ -429,6 +429,15 @@ fn run(args: Args) -> bool {
 
 /// Waits until nothing is pending and nothing more was committed for a second; None after
 /// [`DRAIN`]. Returns how long it took.
+/// `sensorgate queue dead export`: one JSON object per dead letter held.
+fn dead_letters(gateway: &Gateway) -> Vec<Value> {
+    let (code, out, _) = gateway.cli(&["queue", "dead", "export"]);
+    out.lines()
+        .filter(|_| code == 0)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn drain(gateway: &Gateway) -> Option<Duration> {
     let t = Instant::now();
     let mut last = None;

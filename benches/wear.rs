@@ -16,7 +16,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{median, quick, Mosquitto};
+use common::broker::Broker;
+use common::{median, quick};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -150,7 +151,7 @@ fn fsyncs(log: &Path, from: f64, to: f64) -> u64 {
         .count() as u64
 }
 
-fn run_load(bin: &Path, work: &Path, broker: &Mosquitto, load: Load, window: Duration) -> Figures {
+fn run_load(bin: &Path, work: &Path, broker: &Broker, load: Load, window: Duration) -> Figures {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).unwrap();
     let topic = format!("wear/{}", work.file_name().unwrap().to_string_lossy());
@@ -286,7 +287,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wear");
     let broker_dir = root.join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
-    let broker = Mosquitto::start(&broker_dir);
+    let broker = Broker::start_bare(&broker_dir);
     println!(
         "wear: {}-second windows, {runs} run(s) per load and binary, state under {}",
         window.as_secs(),

@@ -21,17 +21,11 @@
 //! Cases whose keys this build does not accept (`sensorgate check` fails) are reported as such.
 
 mod common;
-#[allow(dead_code)]
-#[path = "../tests/support/proxy.rs"]
-mod proxy;
 
-use common::{median, Mosquitto};
-use proxy::{Proxy, Traffic};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use common::broker::Broker;
+use common::median;
+use common::proxy::{Proxy, Traffic};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sensorgate");
 
 /// A per-field topic: each field of a reading is its own message with a plain payload.
 const PER_FIELD: &str = "site/{gateway}/{input}/{field}";
@@ -74,96 +68,54 @@ const IDLE: &[Idle] = &[
 /// The keep-alive of the idle runs, so that a short window holds several exchanges.
 const IDLE_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
-/// A gateway process with its config and log in a temporary directory.
+/// The tests' gateway process, in a temporary directory of its own, with a config this build
+/// accepts.
 struct Gateway {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    child: Option<Child>,
+    process: common::gateway::Gateway,
+    _dir: tempfile::TempDir,
 }
 
 impl Gateway {
     /// Writes the config (`[gateway]`, `[mqtt]` with `mqtt`, then `inputs`) and checks it.
     fn new(url: &str, mqtt: &str, inputs: &str) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("gw.toml");
         let text = format!(
             "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\nhealth_interval = \"0s\"\n\n\
              [mqtt]\nurl = \"{url}\"\n{mqtt}\n\n{inputs}",
             dir.path().join("state").display()
         );
-        std::fs::write(&config, text).unwrap();
-        let gw = Gateway {
-            dir,
-            config,
-            child: None,
-        };
-        let (ok, _, err) = gw.cli(&["check"]);
-        if !ok {
+        let mut process = common::gateway::Gateway::new(dir.path(), &text);
+        process.env.push(("RUST_LOG", "sensorgate=info".into()));
+        let (code, _, err) = process.cli(&["check"]);
+        if code != 0 {
             let why = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             // "...: mqtt.profile: unknown field `profile`, expected one of ...": the key is enough.
             let why = why.split(", expected").next().unwrap_or(why);
             let why = why.rsplit(".toml:").next().unwrap_or(why);
             return Err(format!("this build rejects the config: {}", why.trim()));
         }
-        Ok(gw)
+        Ok(Gateway { process, _dir: dir })
     }
 
     fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "sensorgate=info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// Runs `sensorgate ARGS -c CONFIG`: (success, stdout, stderr).
-    fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("-c")
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.process.start();
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Messages still in the queue, or None while there is no queue.
     fn pending(&self) -> Option<u64> {
-        let (ok, out, _) = self.cli(&["queue", "stats", "--json"]);
-        let stats: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
-        stats["pending"].as_u64()
+        self.process.stats()?["pending"].as_u64()
     }
 
     /// The keep-alive `sensorgate check` reports ("keep-alive 30s").
     fn keep_alive(&self) -> Option<Duration> {
-        let (ok, out, _) = self.cli(&["check"]);
-        let rest = out.split_once("keep-alive ").filter(|_| ok)?.1;
+        let (code, out, _) = self.process.cli(&["check"]);
+        let rest = out.split_once("keep-alive ").filter(|_| code == 0)?.1;
         let value = rest.split([',', ')']).next()?;
         humantime::parse_duration(value.trim()).ok()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -338,7 +290,7 @@ fn main() {
         (10_000, 3, Duration::from_secs(10))
     };
     let tmp = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(tmp.path());
+    let broker = Broker::start_bare(tmp.path());
     run_cases(broker.port, n, runs);
     println!();
     run_idle(broker.port, window);

@@ -1,7 +1,7 @@
 //! The text `sensorgate check` prints: the config as the gateway resolved it.
 
 use crate::config::{Config, Connection, InputKind, Protocol, WhenFull};
-use crate::format::LineFormat;
+use crate::input::format::LineFormat;
 use crate::topic;
 use std::fmt::Write;
 

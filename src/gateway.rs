@@ -6,11 +6,12 @@
 //! **Invariant:** nothing that reached the pipeline is lost by a shutdown.
 
 use crate::config::{Config, InputConfig, InputKind};
+use crate::input::InputId;
 use crate::input::{serial, synthetic};
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, lock, GroupCommit, SharedQueue};
-use crate::queue::{self, QueueOptions};
+use crate::pipeline::{self, GroupCommit};
+use crate::queue::{self, lock, stop_if_damaged, threads, QueueOptions, SharedQueue};
 use crate::reading::Reading;
 use crate::uplink;
 use std::sync::{Arc, Mutex};
@@ -40,15 +41,6 @@ pub fn open_queue(config: &Config) -> anyhow::Result<queue::Queue> {
         error!(queue = %path.display(), moved_to = %aside.display(), "Queue file was corrupt or not a sensorgate queue; moved it aside and started a fresh queue. Its messages are not sent.");
     }
     Ok(q)
-}
-
-/// A damaged queue file cannot be mended while running: on such an error, logs it and
-/// cancels `damaged`, which stops the gateway with an error (its restart checks the file).
-pub fn stop_if_damaged(e: &queue::QueueError, damaged: &CancellationToken) {
-    if e.is_corrupt() && !damaged.is_cancelled() {
-        error!(error = %e, "The queue file is damaged; stopping so that the restart checks it.");
-        damaged.cancel();
-    }
 }
 
 /// Runs the gateway until `shutdown` fires. `on_ready` is called once the queue is open and
@@ -215,7 +207,7 @@ impl Parts {
 
     /// Starts `input` in mapper slot `slot`.
     fn start_input(&mut self, slot: usize, input: &InputConfig) {
-        let id = serial::InputId {
+        let id = InputId {
             index: slot,
             name: input.name.clone(),
         };
@@ -230,7 +222,7 @@ impl Parts {
             #[cfg(feature = "ble")]
             InputKind::Ble(b) => {
                 let m = self.metrics.clone();
-                tokio::spawn(crate::ble::input::run(id, b.clone(), out, m, c))
+                tokio::spawn(crate::input::ble::run(id, b.clone(), out, m, c))
             }
             #[cfg(not(feature = "ble"))]
             InputKind::Ble(_) => unreachable!("Config::load refuses [[ble]] without the feature"),
@@ -357,7 +349,7 @@ impl Parts {
         if crate::reload::queue_changed(old, new) {
             let q = self.queue.clone();
             let opts = queue_options(new);
-            match crate::trips::spawn(move || lock(&q).reconfigure(opts)).await {
+            match threads::spawn(move || lock(&q).reconfigure(opts)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     warn!(error = %e, "Could not apply the new [queue] options to the open queue.");
@@ -401,7 +393,7 @@ impl Parts {
         let (queue, metrics, damaged) = (self.queue, self.metrics, self.damaged);
         // Drops counted in memory on a full disk are written now if they can be.
         let q = queue.clone();
-        let unsaved = crate::trips::spawn(move || {
+        let unsaved = threads::spawn(move || {
             let mut q = lock(&q);
             let _ = q.maintain();
             q.unsaved_dropped()
@@ -419,7 +411,7 @@ impl Parts {
             matches!(pipeline_result, Ok(Ok(()))) && !damaged.is_cancelled() && !uplink_down;
         if stopped_well {
             let q = queue.clone();
-            match crate::trips::spawn(move || lock(&q).mark_clean()).await {
+            match threads::spawn(move || lock(&q).mark_clean()).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
                     warn!("The queue met a damaged file or a failing disk, or another process was reading it; the next start checks it.")

@@ -7,10 +7,8 @@
 //! an unsynchronised clock never do, and stamps are corrected before expiry runs.
 
 use crate::config::Config;
-use crate::gateway::stop_if_damaged;
 use crate::metrics::Metrics;
-use crate::pipeline::{lock, SharedQueue};
-use crate::queue;
+use crate::queue::{self, lock, stop_if_damaged, threads, SharedQueue};
 use crate::reading::Stamp;
 use crate::uplink;
 use std::sync::Arc;
@@ -53,7 +51,7 @@ pub async fn run(
         let mut more = now.synced;
         while more {
             let q = queue.clone();
-            let trip = crate::trips::spawn(move || lock(&q).correct_stamps(now.wall_ms, mono_now));
+            let trip = threads::spawn(move || lock(&q).correct_stamps(now.wall_ms, mono_now));
             more = match trip.await {
                 Ok(Ok((n, more))) => {
                     corrected += n;
@@ -70,7 +68,7 @@ pub async fn run(
         if corrected > 0 {
             info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the time since boot.");
         }
-        let result = crate::trips::spawn(move || {
+        let result = threads::spawn(move || {
             let mut q = lock(&q);
             // Drops counted in memory on a full disk, and the reserve when room returns; a
             // disk still full is no reason to skip the rest.

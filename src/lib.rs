@@ -4,25 +4,28 @@
 //!
 //! The components, in pipeline order:
 //! - [`config`]: the TOML config, validated in two stages; every error names file, line, key.
-//! - [`ble`]: BLE advertisement decoders and (feature `ble`) the BLE input on its own thread.
-//! - [`input`]: serial ports ([`format`] parses their lines) and synthetic generators; each
-//!   sends [`reading::Reading`]s into one channel.
+//! - [`ble`]: the BLE protocol, pure: advertisement decoders, the duplicate filter.
+//! - [`input`]: serial ports ([`input::format`] parses their lines), synthetic generators and
+//!   (feature `ble`) the BLE runtime on its own thread; each sends [`reading::Reading`]s into
+//!   one channel.
 //! - [`mapping`]: reading → messages (topic from a [`topic::Template`], payload). Pure.
 //! - [`pipeline`]: batches messages and commits each batch to the [`queue`] in one
 //!   transaction (group commit).
-//! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits.
+//! - [`queue`]: the SQLite store-and-forward queue, the only place a message waits; its work
+//!   runs on two threads of the gateway's own ([`queue::threads`]).
 //! - [`uplink`]: the rumqttc client; publishes the oldest rows, deletes a row on its PUBACK.
 //! - [`gateway`]: wires the parts together, applies a reloaded config part by part, and
 //!   runs them until shutdown; [`housekeeping`]: stamps, expiry, health.
 //! - [`reload`]: signals; SIGHUP reloads the config (what changed restarts, in-process).
+//! - [`reading`], [`metrics`] and [`backoff`]: the ground every part stands on.
 //! - [`service`]: systemd notify (READY, STATUS, WATCHDOG while healthy, STOPPING);
 //!   [`logging`]: journald or stderr.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod ble;
 pub mod config;
 pub mod describe;
-pub mod format;
 pub mod gateway;
 pub mod housekeeping;
 pub mod input;
@@ -35,5 +38,4 @@ pub mod reading;
 pub mod reload;
 pub mod service;
 pub mod topic;
-pub mod trips;
 pub mod uplink;

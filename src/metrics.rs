@@ -20,11 +20,11 @@ pub struct Metrics {
     link_changed: Notify,
     /// Bumped whenever the pipeline or the uplink makes progress.
     pub progress: AtomicU64,
-    /// When (service::now_ms) the queue commit in flight started; 0 when none is.
+    /// When (`reading::now_ms`) the queue commit in flight started; 0 when none is.
     pub commit_since: AtomicU64,
     /// When the uplink's queue read/delete in flight started; 0 when none is.
     pub uplink_db_since: AtomicU64,
-    /// When the MQTT poller last ran (service::now_ms).
+    /// When the MQTT poller last ran (`reading::now_ms`).
     pub poller_beat: AtomicU64,
     /// The backlog as housekeeping last read it, with `committed` and `acked` at that moment
     /// (for the systemd status line, see [`Metrics::pending_estimate`]).

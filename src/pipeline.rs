@@ -1,13 +1,13 @@
 //! The pipeline: readings in, messages committed to the queue in batches (group commit).
 //!
 //! A batch closes at `commit_every` messages or `commit_linger` after its first message,
-//! whichever comes first, and is committed in one transaction on a SQLite thread (`trips`). One batch
+//! whichever comes first, and is committed in one transaction on a SQLite thread (`queue::threads`). One batch
 //! commits while the next one fills, so mapping and SQLite overlap; a second full batch waits
 //! for the first commit, and the reading channel is bounded, so a slow disk pushes back on
 //! inputs instead of growing memory.
 //!
 //! **Invariant:** the pipeline is the queue's only writer of new rows and numbers messages
-//! with consecutive sequence numbers (= row ids) from [`Queue::next_id`] on.
+//! with consecutive sequence numbers (= row ids) from [`crate::queue::Queue::next_id`] on.
 //! **Invariant:** the pipeline ends only when every input has dropped its sender, after
 //! committing what it holds: shutdown loses no reading that reached the pipeline.
 //! **Invariant:** a message MQTT cannot carry as configured ([`Mapper::unsendable`]) is
@@ -20,17 +20,15 @@
 
 use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
-use crate::queue::{Appended, Live, Queue, QueueError, SEQ_BLOCK};
+use crate::queue::threads::{self, Trip};
+use crate::queue::{lock, Appended, Live, QueueError, SharedQueue, SEQ_BLOCK};
 use crate::reading::Reading;
-use crate::trips::Trip;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error};
-
-pub type SharedQueue = Arc<Mutex<Queue>>;
 
 /// How batches close.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +67,7 @@ type Done = (
     Vec<NewMessage>,
     i64,
 );
-type Joined = Result<Done, crate::trips::Panicked>;
+type Joined = Result<Done, threads::Panicked>;
 
 struct Committer {
     queue: SharedQueue,
@@ -212,9 +210,9 @@ impl Committer {
             }
         }
         let q = self.queue.clone();
-        let now = crate::service::now_ms();
+        let now = crate::reading::now_ms();
         self.metrics.commit_since.store(now, Relaxed);
-        self.in_flight = Some(crate::trips::spawn(move || {
+        self.in_flight = Some(threads::spawn(move || {
             let mut q = lock(&q);
             q.count_unwritten(unwritten);
             // Numbers of messages never written are not handed out again.
@@ -380,7 +378,7 @@ fn reserve_ahead(queue: &SharedQueue, live: &Arc<Live>, next_seq: i64) {
     }
     let (q, l) = (queue.clone(), live.clone());
     // Not awaited: the trip sets the new bound itself when it is written.
-    drop(crate::trips::spawn(move || {
+    drop(threads::spawn(move || {
         match lock(&q).reserve_seq(next_seq + SEQ_BLOCK) {
             Ok(upto) => l.set_reserved(upto),
             Err(e) => {
@@ -391,19 +389,14 @@ fn reserve_ahead(queue: &SharedQueue, live: &Arc<Live>, next_seq: i64) {
     }));
 }
 
-/// Locks the queue. A poisoned lock means a panic inside a queue call; the queue's own
-/// state is in SQLite, so continuing is safe.
-pub fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
-    q.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::queue::QueueOptions;
+    use crate::queue::{Queue, QueueOptions};
     use crate::reading::{Stamp, Value};
     use std::path::Path;
+    use std::sync::Mutex;
 
     fn config(max_message_size: &str) -> Config {
         let text = format!(

@@ -1,4 +1,5 @@
-//! A `Reading`: what an input saw at one moment, before any topic was chosen.
+//! A `Reading`: what an input saw at one moment, before any topic was chosen; and the
+//! clocks every part stamps with (`Stamp::now`, `now_ms`, `mono_ms`).
 //!
 //! Readings are plain data. Numbers stay numbers from the frame to the payload.
 
@@ -141,6 +142,13 @@ fn check_clock_synced(wall_ms: i64) -> bool {
         return std::path::Path::new("/run/systemd/timesync/synchronized").exists();
     }
     true
+}
+
+/// Milliseconds on a monotonic clock shared by the whole process (from its first call, plus
+/// one, so that 0 can mean "never"): the stamps of the watchdog's beats and queue trips.
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Milliseconds since the system booted, for an instant taken in this process: the

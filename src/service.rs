@@ -13,6 +13,7 @@
 //! Outside systemd (`$NOTIFY_SOCKET` unset) every call is a no-op.
 
 use crate::metrics::Metrics;
+use crate::reading::now_ms;
 use sd_notify::NotifyState;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -58,16 +59,6 @@ pub fn reloading() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     }
-}
-
-/// Milliseconds on a monotonic clock shared by the whole process.
-pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + 1
 }
 
 /// How long the MQTT poller may go without running before the gateway counts as wedged.

@@ -173,25 +173,22 @@ fn gatt_notify_and_read_reach_the_broker() {
     assert_eq!(reads[1]["humidity"], 51.0);
     assert_eq!(reads.len(), 2, "{reads:?}");
 
-    // notify: once subscribed, each new value is a reading.
+    // notify: once subscribed (the gateway watches for notifications before it calls
+    // StartNotify), each new value is a reading.
+    let notifier = "C0:98:E5:49:00:01";
     wait_until("the notifier is subscribed", LONG, || {
-        r.gw.log().contains("characteristic=00002a6e")
+        r.bluez.gatt_calls("hci0", notifier, "StartNotify") >= 1
     });
-    let mut sent = 2150i16;
-    wait_until("a notification arrives", LONG, || {
-        // The subscription may land just after the log line: notify until one arrives.
-        sent += 1;
-        r.bluez
-            .set_gatt_value("hci0", "C0:98:E5:49:00:01", &sent.to_le_bytes());
-        std::thread::sleep(Duration::from_millis(100));
-        !on(&r.sub, "ble/gw1/yard/notifier").is_empty()
-    });
-    let before = on(&r.sub, "ble/gw1/yard/notifier").len();
     r.bluez
-        .set_gatt_value("hci0", "C0:98:E5:49:00:01", &(-150i16).to_le_bytes());
-    let notes = wait_for(&r.sub, "ble/gw1/yard/notifier", before + 1);
-    assert_eq!(notes.last().unwrap()["temperature"], -1.5);
-    assert_eq!(notes.last().unwrap()["decoder"], "gatt");
+        .set_gatt_value("hci0", notifier, &2151i16.to_le_bytes());
+    let notes = wait_for(&r.sub, "ble/gw1/yard/notifier", 1);
+    assert_eq!(notes[0]["temperature"], 21.51);
+    r.bluez
+        .set_gatt_value("hci0", notifier, &(-150i16).to_le_bytes());
+    let notes = wait_for(&r.sub, "ble/gw1/yard/notifier", 2);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[1]["temperature"], -1.5);
+    assert_eq!(notes[1]["decoder"], "gatt");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! the clock jump; its monotonic clock stays real, as on a Pi.
 
 use crate::support::broker::Broker;
+use crate::support::fake_clock::{libfaketime, real_now_s, FakeClock, BOOT_1970};
 use crate::support::gateway::{base_config, Gateway};
 use crate::support::subscriber::Subscriber;
 use crate::support::wait_until;
@@ -17,6 +18,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// libfaketime's library, which these tests need.
+fn faketime() -> String {
+    libfaketime().expect("libfaketime is installed (apt-get install faketime; see .ci/run)")
+}
 
 /// A config with one synthetic input of `count` readings at `rate` a second, and a broker
 /// URL nobody listens on: every reading stays pending.
@@ -63,71 +69,6 @@ fn seqs(gw: &Gateway) -> Vec<i64> {
         .iter()
         .map(|m| m["seq"].as_i64().expect("seq"))
         .collect()
-}
-
-/// A clock file for libfaketime, and the environment that makes a process read it.
-struct FakeClock {
-    file: PathBuf,
-}
-
-impl FakeClock {
-    /// The clock reads `at` (Unix seconds) now, and runs on from there.
-    fn starting_at(dir: &Path, at: i64) -> FakeClock {
-        let clock = FakeClock {
-            file: dir.join("faketime"),
-        };
-        clock.set(at);
-        clock
-    }
-
-    /// Steps the clock so that it reads `at` (Unix seconds) now.
-    fn set(&self, at: i64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        // An offset from the real clock, in seconds ("+0": the real time).
-        let offset = at - now;
-        let text = if offset < 0 {
-            format!("{offset}")
-        } else {
-            format!("+{offset}")
-        };
-        let tmp = self.file.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.file).unwrap();
-    }
-
-    /// The environment for the gateway process.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("LD_PRELOAD", libfaketime()),
-            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
-            ("FAKETIME_NO_CACHE", "1".into()),
-            // The monotonic clock is right on a Pi without a real-time clock.
-            ("DONT_FAKE_MONOTONIC", "1".into()),
-        ]
-    }
-}
-
-/// The path of libfaketime's library (the `faketime` package; see .ci/run).
-fn libfaketime() -> String {
-    let out = std::process::Command::new("dpkg")
-        .args(["-L", "libfaketime"])
-        .output()
-        .expect("dpkg");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.ends_with("/libfaketime.so.1"))
-        .expect("libfaketime is installed (apt-get install faketime; see .ci/run)")
-        .to_string()
-}
-
-/// 1970-01-02 00:00:00 UTC: a Pi's clock after a boot without network.
-const BOOT_1970: i64 = 86_400;
-
-fn real_now_s() -> i64 {
-    real_now_ms() / 1000
 }
 
 fn real_now_ms() -> i64 {
@@ -218,7 +159,7 @@ fn a_second_gateway_on_the_same_state_dir_is_refused() {
 #[test]
 fn readings_stamped_before_the_clock_synchronised_are_not_expired_and_get_corrected_times() {
     let tmp = tempfile::tempdir().unwrap();
-    let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
+    let clock = FakeClock::starting_at(tmp.path(), faketime(), BOOT_1970);
     let port = crate::support::free_port();
     let text = config_on(tmp.path(), port, 50.0, 100, "max_age = \"1h\"\n")
         // Housekeeping (expiry) every second.
@@ -331,7 +272,7 @@ fn sequence_numbers_keep_rising_after_a_reset_while_the_clock_reads_1970() {
         let _ = std::fs::remove_file(format!("{}{suffix}", queue_path(tmp.path()).display()));
     }
     std::fs::write(queue_path(tmp.path()), &garbage).unwrap();
-    let clock = FakeClock::starting_at(tmp.path(), BOOT_1970);
+    let clock = FakeClock::starting_at(tmp.path(), faketime(), BOOT_1970);
     gw.env = clock.env();
     gw.start();
     wait_until("100 readings queued in the fresh queue", LONG, || {

@@ -14,6 +14,7 @@ mod faults_disk;
 mod faults_state;
 mod faults_uplink;
 mod journal;
+mod layers;
 mod logs;
 mod notify;
 mod proxy;

@@ -1,50 +1,30 @@
-//! Shared by the bench binaries: a Mosquitto on a free port, RSS readings, medians.
+//! Shared by the bench binaries: the tests' own harness (`tests/support`: Mosquitto, the
+//! gateway process, the proxy, the BlueZ mock, the waits), RSS and CPU readings, medians.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[cfg(feature = "ble")]
+#[path = "../../tests/support/bluez.rs"]
+pub mod bluez;
+#[path = "../../tests/support/broker.rs"]
+pub mod broker;
+#[path = "../../tests/support/fake_clock.rs"]
+pub mod fake_clock;
+#[path = "../../tests/support/gateway.rs"]
+pub mod gateway;
+#[path = "../../tests/support/process.rs"]
+mod process;
+#[path = "../../tests/support/proxy.rs"]
+pub mod proxy;
+#[path = "../../tests/support/pty.rs"]
+pub mod pty;
+#[path = "../../tests/support/runtime.rs"]
+pub mod runtime;
+#[path = "../../tests/support/subscriber.rs"]
+pub mod subscriber;
 
-pub struct Mosquitto {
-    pub port: u16,
-    child: Child,
-}
+pub use process::{free_port, port_open, signal, wait_exit, wait_until};
 
-impl Mosquitto {
-    pub fn start(dir: &Path) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto { port, child }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::time::Instant;
 
 /// (VmRSS, VmHWM) of a process in kB.
 pub fn rss_kb(pid: u32) -> (u64, u64) {

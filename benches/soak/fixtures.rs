@@ -1,14 +1,15 @@
-//! The soak's fixtures, undone when dropped: a tmpfs state directory (unmounted), a clock
-//! file for libfaketime, and sensors writing numbered lines to pseudo-terminals (stopped).
+//! The soak's fixtures, undone when dropped: a tmpfs state directory (unmounted) and sensors
+//! writing numbered lines to pseudo-terminals (stopped). The clock is the tests' own
+//! (`common::fake_clock`).
 
-use crate::pty::Pty;
+use crate::common::pty::Pty;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 /// The state directory: a tmpfs of a fixed size when it can be mounted (as root), else a
 /// plain directory. Unmounted when dropped.
 pub struct StateDir {
@@ -66,67 +67,6 @@ impl Drop for StateDir {
             }
         }
     }
-}
-
-/// The path of libfaketime's library, if the `faketime` package is installed.
-pub fn libfaketime() -> Option<String> {
-    let out = Command::new("dpkg")
-        .args(["-L", "libfaketime"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.ends_with("/libfaketime.so.1"))
-        .map(str::to_string)
-}
-
-/// A clock file for libfaketime: an offset from the real clock, re-read at every call
-/// (`FAKETIME_NO_CACHE`), so that writing it steps the gateway's wall clock. The monotonic
-/// clock stays real, as on a Pi.
-pub struct FakeClock {
-    file: PathBuf,
-    lib: String,
-}
-
-impl FakeClock {
-    /// The clock reads `at` (Unix seconds) now and runs on from there.
-    pub fn starting_at(dir: &Path, lib: String, at: i64) -> FakeClock {
-        let clock = FakeClock {
-            file: dir.join("faketime"),
-            lib,
-        };
-        clock.set(at);
-        clock
-    }
-
-    /// Steps the clock so that it reads `at` (Unix seconds) now.
-    pub fn set(&self, at: i64) {
-        let offset = at - real_now_s();
-        let text = if offset < 0 {
-            format!("{offset}")
-        } else {
-            format!("+{offset}")
-        };
-        let tmp = self.file.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.file).unwrap();
-    }
-
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("LD_PRELOAD", self.lib.clone()),
-            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
-            ("FAKETIME_NO_CACHE", "1".into()),
-            ("DONT_FAKE_MONOTONIC", "1".into()),
-        ]
-    }
-}
-
-pub fn real_now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// Poison lines to mix into a sensor's stream: one after a normal line with probability

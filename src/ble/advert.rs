@@ -10,13 +10,12 @@
 use crate::ble::decode::{self, Advert, DecodeError, Keys};
 use crate::ble::filter::{Filter, Verdict};
 use crate::ble::values::{address_label, uuid16};
-use crate::config::BleConfig;
-use crate::input::serial::InputId;
+use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// One element of an advertisement.
@@ -31,6 +30,25 @@ pub enum Payload<'a> {
         company: u16,
         data: &'a [u8],
     },
+}
+
+/// Which devices a [`Processor`] reads, and how often a value may repeat (the BLE input
+/// makes it from `[[ble]]`).
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub devices: Vec<Listed>,
+    /// Whether devices that are not listed are read as well.
+    pub allow_unknown: bool,
+    /// Within this, a reading is made only for a new packet id or changed values.
+    pub min_interval: Duration,
+}
+
+/// A listed device: its label is the alias, else the address (`a4c1388e1122`).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub address: [u8; 6],
+    pub alias: Option<Arc<str>>,
+    pub bindkey: Option<[u8; 16]>,
 }
 
 struct Known {
@@ -48,14 +66,13 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(id: InputId, config: &BleConfig, metrics: Arc<Metrics>) -> Processor {
-        let known = config
+    pub fn new(id: InputId, wanted: Wanted, metrics: Arc<Metrics>) -> Processor {
+        let known = wanted
             .devices
-            .iter()
+            .into_iter()
             .map(|d| {
                 let label = d
                     .alias
-                    .clone()
                     .unwrap_or_else(|| Arc::from(address_label(&d.address)));
                 (
                     d.address,
@@ -69,8 +86,8 @@ impl Processor {
         Processor {
             id,
             known,
-            allow_unknown: config.allow_unknown,
-            filter: Filter::new(config.min_interval),
+            allow_unknown: wanted.allow_unknown,
+            filter: Filter::new(wanted.min_interval),
             metrics,
             names: HashMap::new(),
         }
@@ -209,33 +226,26 @@ impl Processor {
 mod tests {
     use super::*;
     use crate::ble::values::{parse_hex, uuid_from_u16};
-    use crate::config::{BleDevice, GattConfig};
-    use std::time::Duration;
 
     const ATC: [u8; 6] = [0xa4, 0xc1, 0x38, 0x8e, 0x11, 0x22];
     const OTHER: [u8; 6] = [0xc0, 0x98, 0xe5, 0x49, 0, 1];
 
     fn processor(allow_unknown: bool) -> (Processor, Arc<Metrics>) {
-        let config = BleConfig {
-            adapter: None,
-            min_interval: Duration::from_secs(60),
-            allow_unknown,
-            scan_stall: Duration::from_secs(300),
-            retry_min: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
-            devices: vec![BleDevice {
+        let wanted = Wanted {
+            devices: vec![Listed {
                 address: ATC,
                 alias: Some(Arc::from("greenhouse")),
                 bindkey: None,
             }],
-            gatt: Vec::<GattConfig>::new(),
+            allow_unknown,
+            min_interval: Duration::from_secs(60),
         };
         let metrics = Arc::new(Metrics::default());
         let id = InputId {
             index: 2,
             name: Arc::from("yard"),
         };
-        (Processor::new(id, &config, metrics.clone()), metrics)
+        (Processor::new(id, wanted, metrics.clone()), metrics)
     }
 
     fn bthome(hex: &str) -> Vec<u8> {

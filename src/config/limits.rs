@@ -33,6 +33,9 @@ pub const BACKOFF_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
 pub const ACK_TIMEOUT: RangeInclusive<Duration> = s(1)..=s(HOUR);
 /// `mqtt.flush_every` (on_demand).
 pub const FLUSH_EVERY: RangeInclusive<Duration> = s(1)..=s(7 * DAY);
+/// The largest packet the gateway hands to rumqttc (its own limit for outgoing packets), the
+/// default and the highest `mqtt.max_message_size`; an MQTT 5 broker's CONNACK may lower it.
+pub const MAX_PACKET: usize = 1 << 20;
 /// `mqtt.replay_rate`, messages per second (0 turns pacing off).
 pub const REPLAY_RATE: RangeInclusive<f64> = 0.01..=1_000_000.0;
 /// `mqtt.batch.max_delay`.

@@ -12,6 +12,7 @@ mod locate;
 mod mqtt;
 pub mod raw;
 mod tables;
+pub mod tls;
 pub mod units;
 
 pub(crate) use locate::Cx;
@@ -19,7 +20,7 @@ pub(crate) use locate::Cx;
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
-use crate::format::{LineEnding, LineFormat};
+use crate::input::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use raw::RawConfig;
 use std::collections::HashSet;

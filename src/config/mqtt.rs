@@ -119,11 +119,11 @@ impl Cx<'_> {
         let batch = self.batch(m.batch.as_ref(), d.batch.clone())?;
         let replay_rate = self.replay_rate(&m)?;
         let max_message_size = match &m.max_message_size {
-            None => crate::uplink::link::MAX_PACKET,
+            None => super::limits::MAX_PACKET,
             Some(v) => {
                 let n = super::units::parse_size(v.get_ref())
                     .map_err(|e| self.at(v, "mqtt.max_message_size", &e))?;
-                if !(128..=crate::uplink::link::MAX_PACKET as u64).contains(&n) {
+                if !(128..=super::limits::MAX_PACKET as u64).contains(&n) {
                     return Err(self.at(
                         v,
                         "mqtt.max_message_size",
@@ -177,7 +177,7 @@ impl Cx<'_> {
         m: &raw::RawMqtt,
         enabled: bool,
     ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
-        use crate::uplink::tls::{client_config, Which};
+        use super::tls::{client_config, Which};
         let files = [
             ("mqtt.ca_file", &m.ca_file),
             ("mqtt.cert_file", &m.cert_file),

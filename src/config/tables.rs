@@ -3,7 +3,7 @@
 
 use super::locate::Cx;
 use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, SerialConfig, WhenFull};
-use crate::format::{LineEnding, LineFormat};
+use crate::input::format::{LineEnding, LineFormat};
 use crate::topic::Template;
 use std::ops::Range;
 use std::path::PathBuf;

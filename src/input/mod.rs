@@ -1,16 +1,35 @@
 //! Inputs turn bytes from the world into [`Reading`]s.
 //!
+//! - [`serial`]: a serial port read line by line, each line parsed by a [`format`].
+//! - [`synthetic`]: readings at a rate, for the demo and benchmarks.
+//! - `ble` (feature `ble`): the BLE runtime (btleplug and BlueZ's D-Bus signals on a thread
+//!   of its own, GATT connections); what it hears is decoded by the pure [`crate::ble`].
+//!
+//! [`format`] and [`InputId`] are pure and import only the ground, so that `config` can
+//! name them; the running inputs import `config`.
+//!
 //! Each input is a free async function `(config, out, cancel)` run as its own task.
 //! **Invariant:** an input never blocks the others and is never fatal: a device that
 //! vanishes is reopened with backoff; a frame that does not parse is counted, logged at
 //! debug with the input's name, and skipped. An input returns when `cancel` fires or the
 //! pipeline is gone.
 
+#[cfg(feature = "ble")]
+pub mod ble;
+pub mod format;
 pub mod serial;
 pub mod synthetic;
 
 use crate::reading::Reading;
+use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// Identifies an input in readings and logs.
+#[derive(Debug, Clone)]
+pub struct InputId {
+    pub index: usize,
+    pub name: Arc<str>,
+}
 
 /// Sends a reading; `false` means the pipeline is gone and the input should stop.
 pub async fn send(out: &mpsc::Sender<Reading>, reading: Reading) -> bool {

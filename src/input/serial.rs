@@ -1,28 +1,22 @@
 //! Serial inputs: a port read line by line, each line parsed by the input's [`LineFormat`].
 //!
-//! The port is (re)opened with exponential backoff between `reopen_min` and `reopen_max`,
+//! The port is (re)opened with backoff ([`Backoff`]) from `reopen_min` up to `reopen_max`,
 //! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
 //! `max_line` and lines that are not UTF-8 are counted as bad frames. A line ends as
 //! `line_ending` says: by default at CR, LF or CRLF (counted once).
 
+use crate::backoff::Backoff;
 use crate::config::SerialConfig;
-use crate::format::{LineEnding, LineFormat};
+use crate::input::format::{LineEnding, LineFormat};
+use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// Identifies an input in readings and logs.
-#[derive(Debug, Clone)]
-pub struct InputId {
-    pub index: usize,
-    pub name: Arc<str>,
-}
 
 /// Runs a serial input until `cancel` fires or the pipeline is gone.
 pub async fn run(
@@ -32,7 +26,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = config.reopen_min;
+    let mut backoff = Backoff::new(config.reopen_min, config.reopen_max);
     let mut reported = false;
     loop {
         let opened =
@@ -41,7 +35,7 @@ pub async fn run(
             Ok(port) => {
                 info!(input = %id.name, device = %config.device.display(), "Serial port open.");
                 reported = false;
-                backoff = config.reopen_min;
+                backoff.reset();
                 let ended = tokio::select! {
                     r = read_lines(port, &id, &config.format, config.line_ending, config.max_line, &out, &metrics) => r,
                     _ = cancel.cancelled() => return,
@@ -62,16 +56,10 @@ pub async fn run(
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(jitter(backoff)) => {}
-            _ = cancel.cancelled() => return,
+        if backoff.pause(&cancel).await.is_err() {
+            return;
         }
-        backoff = (backoff * 2).min(config.reopen_max);
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Why [`read_lines`] returned.

@@ -3,7 +3,7 @@
 //! near 20 and the others near 50, so the demo looks like a thermometer and a hygrometer.
 
 use crate::config::SyntheticConfig;
-use crate::input::serial::InputId;
+use crate::input::InputId;
 use crate::reading::{Reading, Stamp, Value};
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -56,7 +56,7 @@
 //!   checks the file. A queue whose connections saw the file fail is never marked clean.
 //!
 //! The type is synchronous and has one owner (behind a `Mutex` that is never held across an
-//! `.await`); async callers use `trips::spawn`.
+//! `.await`); async callers use [`threads::spawn`].
 //!
 //! Where things are: this file opens the queue, marks it clean, expires and purges;
 //! `append` commits new rows under the size policy; `confirm` releases, deletes and
@@ -65,7 +65,9 @@
 //! `schema` tells a sensorgate queue from another file; `room` handles a full disk;
 //! `conn` is the connection both [`Queue`] and [`Reader`] hold; `reconfigure` applies a
 //! reload's options to the open queue; `dead` the dead letters; `files` the CLI's views;
-//! `sql` every statement.
+//! `sql` every statement; `shared` the queue as the running gateway shares it
+//! ([`SharedQueue`], [`lock`], the damage alarm [`stop_if_damaged`]); [`threads`] the two
+//! SQLite threads its work runs on.
 
 mod append;
 mod ceiling;
@@ -79,10 +81,12 @@ mod read;
 mod reconfigure;
 mod room;
 mod schema;
+mod shared;
 mod sql;
 mod stamps;
 #[cfg(test)]
 mod state_tests;
+pub mod threads;
 
 pub use append::{Appended, SEQ_BLOCK};
 pub use confirm::Confirmed;
@@ -93,6 +97,7 @@ pub use live::{Handed, Live};
 pub use lock::{holder, StateLock};
 pub use read::{Fetched, Reader, Stats, Stored};
 pub use room::{accounted_limit, reserve_size, wal_budget};
+pub use shared::{lock, stop_if_damaged, SharedQueue};
 pub use stamps::CORRECT_CHUNK;
 
 use crate::config::WhenFull;

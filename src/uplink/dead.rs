@@ -10,9 +10,9 @@
 
 use super::session::Condemned;
 use crate::metrics::Metrics;
-use crate::pipeline::{lock, SharedQueue};
+use crate::queue::threads::{Panicked, Trip};
+use crate::queue::{lock, SharedQueue};
 use crate::queue::{Burial, QueueError};
-use crate::trips::{Panicked, Trip};
 use std::time::{Duration, Instant};
 use tracing::{debug, error};
 
@@ -94,9 +94,9 @@ impl Burials {
         }
         self.ids = dead.iter().flat_map(|c| c.ids.iter().copied()).collect();
         let q = queue.clone();
-        let task = crate::trips::spawn(move || {
+        let task = crate::queue::threads::spawn(move || {
             let mut q = lock(&q);
-            let now_ms = crate::service::now_ms() as i64;
+            let now_ms = crate::reading::now_ms() as i64;
             let mut done = Vec::new();
             let mut left = dead.into_iter();
             while let Some(c) = left.next() {
@@ -111,7 +111,7 @@ impl Burials {
             }
             Ok(done)
         });
-        self.trip = Some((task, crate::service::now_ms()));
+        self.trip = Some((task, crate::reading::now_ms()));
     }
 
     /// The burial under way, once back (pending for ever while none is). Cancel-safe.

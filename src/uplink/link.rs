@@ -25,9 +25,7 @@ fn qos5(q: Qos) -> v5::mqttbytes::QoS {
     }
 }
 
-/// The largest packet the gateway hands to rumqttc (its own limit for outgoing packets);
-/// `[mqtt] max_message_size` and an MQTT 5 broker's CONNACK may lower it.
-pub const MAX_PACKET: usize = 1 << 20;
+pub use crate::config::limits::MAX_PACKET;
 
 /// The longest topic MQTT can carry (a two-byte length).
 pub const MAX_TOPIC: usize = 65_535;

@@ -35,15 +35,13 @@ mod retry;
 mod session;
 mod store;
 mod strikes;
-pub mod tls;
 
 #[cfg(test)]
 mod tests;
 
 use crate::config::{MqttConfig, Qos};
 use crate::metrics::Metrics;
-use crate::pipeline::{lock, SharedQueue};
-use crate::queue::Live;
+use crate::queue::{lock, Live, SharedQueue};
 use face::{Events, LinkEvent, Outbound, Publisher};
 use flight::Item;
 use session::Session;
@@ -196,11 +194,11 @@ async fn run_on<E: Events>(
     let acked = std::mem::take(&mut handle.session().acked);
     let n = acked.len();
     let q = queue.clone();
-    match crate::trips::spawn(move || lock(&q).ack_known(&acked)).await {
+    match crate::queue::threads::spawn(move || lock(&q).ack_known(&acked)).await {
         Ok(Ok(_)) => debug!(rows = n, "Released or deleted the last confirmed rows."),
         Ok(Err(e)) => {
             warn!(error = %e, "Could not delete confirmed rows at shutdown; they will be sent again.");
-            crate::gateway::stop_if_damaged(&e, &damaged);
+            crate::queue::stop_if_damaged(&e, &damaged);
         }
         Err(e) => warn!(error = %e, "Delete task failed at shutdown."),
     }

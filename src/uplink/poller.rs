@@ -109,7 +109,7 @@ pub(super) async fn poll_until_cancelled<E: Events>(
 
 impl<E: Events> Poller<'_, E> {
     fn beat(&self) {
-        let ms = crate::service::now_ms();
+        let ms = crate::reading::now_ms();
         self.metrics.poller_beat.store(ms, Relaxed);
     }
 

@@ -9,6 +9,7 @@
 //! per episode.
 
 use super::face::LinkError;
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
@@ -38,10 +39,7 @@ impl Trial {
 /// The backoff and the episode of failures it belongs to.
 #[derive(Debug)]
 pub struct Retry {
-    min: Duration,
-    max: Duration,
-    /// The next wait, before jitter.
-    backoff: Duration,
+    backoff: Backoff,
     /// Drops of connections that had not proved stable, in this episode.
     pub flaps: u32,
     /// The last failure's text without its digits: the same failure again is logged once.
@@ -51,25 +49,21 @@ pub struct Retry {
 impl Retry {
     pub fn new(cfg: &MqttConfig) -> Retry {
         Retry {
-            min: cfg.backoff_min,
-            max: cfg.backoff_max,
-            backoff: cfg.backoff_min,
+            backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
             flaps: 0,
             last_error: None,
         }
     }
 
-    /// How long to wait now: the backoff less up to half of it (jitter, so gateways that
-    /// lost the same broker do not come back at once). Doubles the backoff for next time.
+    /// How long to wait now ([`Backoff::next_wait`]: jitter, so gateways that lost the same
+    /// broker do not come back at once); the backoff doubles for next time.
     pub fn next_wait(&mut self) -> Duration {
-        let wait = self.backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        self.backoff = (self.backoff * 2).min(self.max);
-        wait
+        self.backoff.next_wait()
     }
 
     /// A connection proved stable: the episode is over.
     pub fn reset(&mut self) {
-        self.backoff = self.min;
+        self.backoff.reset();
         self.flaps = 0;
     }
 
@@ -84,14 +78,14 @@ impl Retry {
         }
         if online && unproven && self.flaps >= 2 {
             if self.flaps == 2 {
-                warn!(error = %text, retry_in = ?self.backoff, "The broker accepts the connection and then drops it; backing off longer each time until a connection holds.");
+                warn!(error = %text, retry_in = ?self.backoff.step(), "The broker accepts the connection and then drops it; backing off longer each time until a connection holds.");
             } else {
                 debug!(error = %text, flaps = self.flaps, "Connection dropped again before it proved stable.");
             }
         } else if online {
             warn!(error = %text, "Connection to the broker lost; queueing on disk.");
         } else if self.last_error.as_deref() == Some(same.as_str()) {
-            debug!(error = %text, retry_in = ?self.backoff, "Cannot reach the broker.");
+            debug!(error = %text, retry_in = ?self.backoff.step(), "Cannot reach the broker.");
         } else if e.needs_operator {
             // A certificate that does not verify, or credentials the broker refuses, will
             // not fix themselves: an operator must act.

@@ -7,9 +7,9 @@
 //! read never waits for a confirmation. A trip's start is kept for the watchdog.
 
 use super::cursors::ReadPlan;
-use crate::pipeline::{lock, SharedQueue};
+use crate::queue::threads::{Panicked, Trip};
+use crate::queue::{lock, SharedQueue};
 use crate::queue::{Confirmed, Fetched, QueueError, Reader};
-use crate::trips::{Panicked, Trip};
 use tracing::warn;
 
 /// The most rows one read takes: a read is a round trip to a SQLite thread, which the pump
@@ -46,7 +46,7 @@ impl Store {
     /// queue.
     pub async fn open(queue: SharedQueue) -> Store {
         let q = queue.clone();
-        let reader = match crate::trips::spawn(move || lock(&q).reader()).await {
+        let reader = match crate::queue::threads::spawn(move || lock(&q).reader()).await {
             Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
                 warn!(error = %e, "Cannot open a second connection to the queue; reads share the writer's.");
@@ -82,36 +82,36 @@ impl Store {
         let q = self.queue.clone();
         let own = self.reader.take();
         let (after, upto, want) = (plan.after, plan.upto(), plan.want);
-        let task = crate::trips::spawn(move || match own {
+        let task = crate::queue::threads::spawn(move || match own {
             Some(r) => {
                 let rows = r.fetch(after, upto, want);
                 (Some(r), rows)
             }
             None => (None, lock(&q).fetch(after, upto, want)),
         });
-        self.reading = Some((task, (plan, crate::service::now_ms())));
+        self.reading = Some((task, (plan, crate::reading::now_ms())));
     }
 
     /// Starts releasing or deleting `rows`, sized as read.
     pub fn confirm(&mut self, rows: Confirmed) {
         let q = self.queue.clone();
-        let task = crate::trips::spawn(move || {
+        let task = crate::queue::threads::spawn(move || {
             let mut q = lock(&q);
             let result = q.ack_known(&rows);
             (result, rows, q.reclaimable())
         });
-        self.confirming = Some((task, crate::service::now_ms()));
+        self.confirming = Some((task, crate::reading::now_ms()));
     }
 
     /// Starts freeing a chunk of released rows.
     pub fn reclaim(&mut self) {
         let q = self.queue.clone();
-        let task = crate::trips::spawn(move || {
+        let task = crate::queue::threads::spawn(move || {
             let mut q = lock(&q);
             let result = q.reclaim(CONFIRM_CHUNK).map(|_| 0);
             (result, Confirmed::default(), q.reclaimable())
         });
-        self.confirming = Some((task, crate::service::now_ms()));
+        self.confirming = Some((task, crate::reading::now_ms()));
     }
 
     /// The next trip to come back (pending for ever while none is under way). Cancel-safe:

@@ -185,9 +185,20 @@ impl Bluez {
 
     /// How often `method` of the adapter was called (dbusmock's call log).
     pub fn adapter_calls(&self, adapter: &str, method: &str) -> usize {
-        let p = self
-            .conn
-            .with_proxy("org.bluez", format!("/org/bluez/{adapter}"), CALL);
+        self.calls(&format!("/org/bluez/{adapter}"), method)
+    }
+
+    /// How often `method` of the characteristic of a device made by
+    /// [`Bluez::add_gatt_device`] was called (`StartNotify`: subscribed).
+    pub fn gatt_calls(&self, adapter: &str, address: &str, method: &str) -> usize {
+        let dev = address.replace(':', "_").to_uppercase();
+        let path = format!("/org/bluez/{adapter}/dev_{dev}/service0010/char0011");
+        self.calls(&path, method)
+    }
+
+    /// How often `method` of the mock object at `path` was called.
+    fn calls(&self, path: &str, method: &str) -> usize {
+        let p = self.conn.with_proxy("org.bluez", path, CALL);
         type Calls = Vec<(u64, String, Vec<Variant<Box<dyn RefArg>>>)>;
         let r: Result<(Calls,), _> = p.method_call("org.freedesktop.DBus.Mock", "GetCalls", ());
         let (calls,) = r.unwrap_or_else(|e| panic!("GetCalls: {e}"));

@@ -76,21 +76,23 @@ def AdvertiseManufacturer(self, adapter, address, company, data, rssi):
     dev.Set(DEVICE_IFACE, 'ManufacturerData', value)
 
 
-def Connect(dev):
-    '''bluetoothd's order: Connected, then (services discovered) ServicesResolved.'''
-    dev.connected = True
-    for prop in ('Connected', 'ServicesResolved'):
-        dev.props[DEVICE_IFACE][prop] = dbus.Boolean(True, variant_level=1)
+def set_connected(dev, up):
+    '''bluetoothd's order: Connected, then (services discovered) ServicesResolved; the
+    reverse when the connection ends.'''
+    dev.connected = up
+    props = ('Connected', 'ServicesResolved') if up else ('ServicesResolved', 'Connected')
+    for prop in props:
+        dev.props[DEVICE_IFACE][prop] = dbus.Boolean(up, variant_level=1)
         dev.EmitSignal(dbus.PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as',
-                       [DEVICE_IFACE, {prop: dbus.Boolean(True, variant_level=1)}, []])
+                       [DEVICE_IFACE, {prop: dbus.Boolean(up, variant_level=1)}, []])
+
+
+def Connect(dev):
+    set_connected(dev, True)
 
 
 def GattDisconnect(dev):
-    dev.connected = False
-    for prop in ('ServicesResolved', 'Connected'):
-        dev.props[DEVICE_IFACE][prop] = dbus.Boolean(False, variant_level=1)
-        dev.EmitSignal(dbus.PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as',
-                       [DEVICE_IFACE, {prop: dbus.Boolean(False, variant_level=1)}, []])
+    set_connected(dev, False)
 
 
 def ReadValue(char, _options):

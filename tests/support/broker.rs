@@ -1,5 +1,6 @@
 //! A real Mosquitto broker on a free port, with persistence so that a persistent subscriber
-//! keeps its queue across a clean restart.
+//! keeps its queue across a clean restart; or bare (no persistence, no log file), as the
+//! benchmarks run it.
 
 use super::{port_open, signal, wait_exit, wait_until};
 use nix::sys::signal::Signal;
@@ -21,14 +22,30 @@ impl Broker {
 
     /// Starts mosquitto on `port`, with `extra` appended to its config (more listeners).
     pub fn start_with(dir: &Path, port: u16, extra: &str) -> Broker {
+        let d = dir.display();
+        Broker::start_conf(
+            dir,
+            port,
+            &format!(
+                "persistence true\npersistence_location {d}/\n\
+                 log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n{extra}"
+            ),
+        )
+    }
+
+    /// Mosquitto on a free port without persistence or a log file: what the benchmarks
+    /// measure against.
+    pub fn start_bare(dir: &Path) -> Broker {
+        Broker::start_conf(dir, super::free_port(), "")
+    }
+
+    /// Starts mosquitto on `port` with the settings every broker here has, then `more`.
+    fn start_conf(dir: &Path, port: u16, more: &str) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n\
-             log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n{extra}",
-            dir.display(),
-            dir.display()
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+             max_queued_messages 0\nmax_inflight_messages 0\n{more}"
         );
         std::fs::write(&conf, text).unwrap();
         let mut b = Broker {

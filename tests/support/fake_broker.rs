@@ -5,6 +5,7 @@
 //! [`FakeBroker::start_flapping`] accepts every connection and closes it right after its
 //! CONNACK, as a broker that refuses the client after letting it in.
 
+use super::runtime::Background;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,7 +32,7 @@ pub struct FakeBroker {
     received: Arc<Mutex<Vec<Received>>>,
     cmds: Arc<Mutex<Option<mpsc::UnboundedSender<Cmd>>>>,
     connections: Arc<AtomicUsize>,
-    _thread: std::thread::JoinHandle<()>,
+    _server: Background,
 }
 
 impl FakeBroker {
@@ -53,34 +54,28 @@ impl FakeBroker {
         let connections = Arc::new(AtomicUsize::new(0));
         let (r, c, auto) = (received.clone(), cmds.clone(), auto_ack.to_string());
         let counted = connections.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                let mut n = 0;
-                while let Ok((sock, _)) = listener.accept().await {
-                    n += 1;
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    *c.lock().unwrap() = Some(tx);
-                    if flap {
-                        flap_once(sock).await;
-                        continue;
-                    }
-                    // One connection at a time, like a broker with one client id.
-                    serve(sock, n, &auto, r.clone(), rx).await;
+        let server = Background::spawn("fake-broker", move || async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            let mut n = 0;
+            while let Ok((sock, _)) = listener.accept().await {
+                n += 1;
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (tx, rx) = mpsc::unbounded_channel();
+                *c.lock().unwrap() = Some(tx);
+                if flap {
+                    flap_once(sock).await;
+                    continue;
                 }
-            });
+                // One connection at a time, like a broker with one client id.
+                serve(sock, n, &auto, r.clone(), rx).await;
+            }
         });
         FakeBroker {
             port,
             received,
             cmds,
             connections,
-            _thread: thread,
+            _server: server,
         }
     }
 

@@ -14,7 +14,10 @@ pub struct Gateway {
     pub config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
-    /// Extra environment for the process (e.g. DBUS_SYSTEM_BUS_ADDRESS).
+    /// The binary `start` runs ([`BIN`]; a benchmark may compare another build).
+    pub bin: PathBuf,
+    /// Extra environment for the process (e.g. DBUS_SYSTEM_BUS_ADDRESS), set after the
+    /// defaults (`RUST_LOG=sensorgate=debug`, `NO_COLOR=1`), which it may override.
     pub env: Vec<(&'static str, String)>,
 }
 
@@ -39,6 +42,7 @@ impl Gateway {
             config: path,
             log: dir.join("gateway.log"),
             child: None,
+            bin: PathBuf::from(BIN),
             env: Vec::new(),
         }
     }
@@ -55,7 +59,7 @@ impl Gateway {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", "sensorgate=debug")
@@ -110,14 +114,21 @@ impl Gateway {
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_until(&format!("the gateway logs {needle:?}"), timeout, || {
-            self.log().contains(needle)
-        });
+        self.wait_log_count(needle, 1, timeout);
+    }
+
+    /// Waits until the log says `needle` `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) {
+        wait_until(
+            &format!("the gateway logs {needle:?} {count} times"),
+            timeout,
+            || self.log().matches(needle).count() >= count,
+        );
     }
 
     /// Runs `sensorgate ARGS -c CONFIG` and returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(&self.bin)
             .args(args)
             .arg("-c")
             .arg(&self.config)

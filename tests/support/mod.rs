@@ -8,6 +8,8 @@
 //! - [`pty`]: pseudo-terminal pairs standing in for serial devices.
 //! - [`proxy`]: a TCP proxy: pass, black-hole, reset; byte and segment counts; delay and rate.
 //! - [`fake_broker`]: a scripted MQTT 3.1.1 server whose PUBACKs the test controls.
+//! - [`fake_clock`]: a wall clock the test moves (libfaketime).
+//! - [`runtime`]: a server task on its own thread and runtime; `process`: waits, ports, signals.
 
 #![allow(dead_code)]
 
@@ -15,27 +17,16 @@
 pub mod bluez;
 pub mod broker;
 pub mod fake_broker;
+pub mod fake_clock;
 pub mod gateway;
 pub mod mqtt5;
+mod process;
 pub mod proxy;
 pub mod pty;
+pub mod runtime;
 pub mod subscriber;
 
-use std::time::{Duration, Instant};
-
-/// Waits until `cond` holds, checking every 20 ms; panics with `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use process::{free_port, port_open, signal, wait_exit, wait_until};
 
 /// Overwrites the page in the middle of a closed queue file (a leaf of `outbox` once it
 /// holds a few hundred rows) with garbage: a bad sector under the queue.
@@ -48,43 +39,4 @@ pub fn damage_a_middle_page(path: &std::path::Path) {
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(pages / 2 * 4096)).unwrap();
     f.write_all(&[0xa5; 4096]).unwrap();
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().port()
-}
-
-/// Whether something accepts TCP connections on `port`.
-pub fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-/// Sends `signal` to a child process.
-pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
-}
-
-/// Waits for a child to exit; kills it after `timeout`. Returns its status if it exited.
-pub fn wait_exit(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -2,6 +2,7 @@
 //! message with its properties and arrival time, and reads batches back into readings with
 //! its own decoders (zstd, raw DEFLATE, CBOR, JSON), not the gateway's.
 
+use super::runtime::Background;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -22,8 +23,7 @@ pub struct Msg {
 
 pub struct Sub5 {
     msgs: Arc<Mutex<Vec<Msg>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Sub5 {
@@ -31,57 +31,45 @@ impl Sub5 {
     /// once the broker confirmed the subscription.
     pub fn start(port: u16, filter: &str, id: &str) -> Sub5 {
         let msgs = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let (subscribed, is_subscribed) = std::sync::mpsc::channel();
         let sink = msgs.clone();
         let (filter, id) = (filter.to_string(), id.to_string());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut o = MqttOptions::new(id, "127.0.0.1", port);
-                o.set_clean_start(false);
-                o.set_session_expiry_interval(Some(600));
-                o.set_max_packet_size(Some(4 << 20));
-                o.set_keep_alive(Duration::from_secs(5));
-                let (client, mut ev) = AsyncClient::new(o, 100);
-                client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-                loop {
-                    let e = tokio::select! {
-                        _ = &mut stopped => return,
-                        e = ev.poll() => e,
-                    };
-                    match e {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            let _ = subscribed.send(());
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let props = p.properties.clone().unwrap_or_default();
-                            sink.lock().unwrap().push(Msg {
-                                topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                                payload: p.payload.to_vec(),
-                                content_type: props.content_type,
-                                user: props.user_properties,
-                                expiry: props.message_expiry_interval,
-                                retain: p.retain,
-                                at: Instant::now(),
-                            });
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        let thread = Background::spawn("mqtt5-sub", move || async move {
+            let mut o = MqttOptions::new(id, "127.0.0.1", port);
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(600));
+            o.set_max_packet_size(Some(4 << 20));
+            o.set_keep_alive(Duration::from_secs(5));
+            let (client, mut ev) = AsyncClient::new(o, 100);
+            client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subscribed.send(());
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let props = p.properties.clone().unwrap_or_default();
+                        sink.lock().unwrap().push(Msg {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            content_type: props.content_type,
+                            user: props.user_properties,
+                            expiry: props.message_expiry_interval,
+                            retain: p.retain,
+                            at: Instant::now(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-            });
+            }
         });
         is_subscribed
             .recv_timeout(Duration::from_secs(10))
             .expect("the subscriber's SUBACK within 10 s");
         Sub5 {
             msgs,
-            stop: Some(stop),
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 
@@ -103,17 +91,6 @@ impl Sub5 {
             }
         }
         out
-    }
-}
-
-impl Drop for Sub5 {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -26,13 +26,14 @@
 //! Each direction of a connection is a reader and a writer joined by a queue of chunks stamped
 //! with their release time; the queue holds at most [`QUEUE_BYTES`] (then reading waits, and the
 //! sender's kernel buffers). It runs on its own thread with its own tokio runtime and stops when
-//! dropped.
+//! dropped. [`in_memory`] runs the same relay between two in-memory streams on the caller's
+//! runtime, so that tests of the shaping run under paused time.
 
+use super::runtime::Background;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -97,11 +98,16 @@ struct Shared {
     conns: Mutex<Vec<Conn>>,
     accepted: AtomicUsize,
     upstream: u16,
+    link: Arc<Link>,
+}
+
+/// What every connection's relay shares: the shape of the link and the counts.
+struct Link {
     shape: Shape,
     traffic: Mutex<Traffic>,
 }
 
-impl Shared {
+impl Link {
     fn count(&self, dir: Direction, n: usize) {
         let mut t = self.traffic.lock().unwrap();
         match dir {
@@ -120,8 +126,7 @@ impl Shared {
 pub struct Proxy {
     pub port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Proxy {
@@ -141,32 +146,21 @@ impl Proxy {
             conns: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
             upstream,
-            shape,
-            traffic: Mutex::new(Traffic::default()),
+            link: Arc::new(Link {
+                shape,
+                traffic: Mutex::new(Traffic::default()),
+            }),
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let s = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                tokio::select! {
-                    _ = accept_loop(listener, s.clone()) => {}
-                    _ = stop_rx => {}
-                }
-                for c in s.conns.lock().unwrap().drain(..) {
-                    c.task.abort();
-                }
-            });
+        // Dropping the proxy drops its runtime, which ends every connection's task.
+        let thread = Background::spawn("proxy", move || async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            accept_loop(listener, s).await;
         });
         Proxy {
             port,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 
@@ -206,7 +200,7 @@ impl Proxy {
 
     /// Bytes and segments read so far, over all connections (see the module notes).
     pub fn bytes(&self) -> Traffic {
-        *self.shared.traffic.lock().unwrap()
+        *self.shared.link.traffic.lock().unwrap()
     }
 
     /// Payload bytes plus 40 bytes per segment, both directions.
@@ -216,19 +210,33 @@ impl Proxy {
 
     /// Starts counting from zero.
     pub fn reset_counters(&self) {
-        *self.shared.traffic.lock().unwrap() = Traffic::default();
+        *self.shared.link.traffic.lock().unwrap() = Traffic::default();
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// The counts of an [`in_memory`] link.
+pub struct Counts(Arc<Link>);
+
+impl Counts {
+    /// As [`Proxy::bytes`].
+    pub fn bytes(&self) -> Traffic {
+        *self.0.traffic.lock().unwrap()
     }
+}
+
+/// One connection through a link shaped as `shape`, relayed on the caller's runtime between
+/// two in-memory streams: (the client's end, the server's end, the counts). No socket, no
+/// thread: under paused time the shaping is exact to the millisecond.
+pub fn in_memory(shape: Shape) -> (DuplexStream, DuplexStream, Counts) {
+    let (client, proxy_client) = tokio::io::duplex(QUEUE_BYTES);
+    let (proxy_server, server) = tokio::io::duplex(QUEUE_BYTES);
+    let link = Arc::new(Link {
+        shape,
+        traffic: Mutex::new(Traffic::default()),
+    });
+    let holed = Arc::new(AtomicBool::new(false));
+    tokio::spawn(relay(proxy_client, proxy_server, link.clone(), holed));
+    (client, server, Counts(link))
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -244,17 +252,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let Ok(server) = TcpStream::connect(("127.0.0.1", s.upstream)).await else {
                 return;
             };
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::select! {
-                _ = pipe(cr, sw, Direction::Up, s.clone(), h.clone()) => {}
-                _ = pipe(sr, cw, Direction::Down, s, h) => {}
-            }
+            relay(client, server, s.link.clone(), h).await;
         });
         shared.conns.lock().unwrap().push(Conn {
             holed,
             task: task.abort_handle(),
         });
+    }
+}
+
+/// Relays one connection both ways until either direction ends.
+async fn relay<C, S>(client: C, server: S, link: Arc<Link>, holed: Arc<AtomicBool>)
+where
+    C: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite,
+{
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    tokio::select! {
+        _ = pipe(cr, sw, Direction::Up, &link, &holed) => {}
+        _ = pipe(sr, cw, Direction::Down, &link, &holed) => {}
     }
 }
 
@@ -270,34 +287,34 @@ struct Chunk {
 /// Copies one direction until EOF (after releasing what was read before it) or a write error.
 /// While `holed`, reads and drops bytes, and never ends on its own: a black hole sends no FIN.
 async fn pipe(
-    from: OwnedReadHalf,
-    to: OwnedWriteHalf,
+    from: impl AsyncRead,
+    to: impl AsyncWrite,
     dir: Direction,
-    shared: Arc<Shared>,
-    holed: Arc<AtomicBool>,
+    link: &Link,
+    holed: &AtomicBool,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let shape = shared.shape;
     // The reader drops `tx` when it returns at EOF, so the writer ends after the last chunk.
     let read_then_wait = async {
-        read_side(from, tx, dir, &shared, &holed).await;
+        read_side(from, tx, dir, link, holed).await;
         std::future::pending::<()>().await
     };
     tokio::select! {
         _ = read_then_wait => {}
-        _ = write_side(rx, to, shape, &holed) => {}
+        _ = write_side(rx, to, link.shape, holed) => {}
     }
 }
 
 async fn read_side(
-    mut from: OwnedReadHalf,
+    from: impl AsyncRead,
     tx: mpsc::UnboundedSender<Chunk>,
     dir: Direction,
-    shared: &Shared,
+    link: &Link,
     holed: &AtomicBool,
 ) {
+    let mut from = std::pin::pin!(from);
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-    let shape = shared.shape;
+    let shape = link.shape;
     // When the (imitated) link has sent everything read so far.
     let mut link_free = Instant::now();
     let mut buf = vec![0u8; READ_BUF];
@@ -311,7 +328,7 @@ async fn read_side(
             }
             Ok(n) => n,
         };
-        shared.count(dir, n);
+        link.count(dir, n);
         if holed.load(Ordering::SeqCst) {
             continue;
         }
@@ -333,10 +350,11 @@ async fn read_side(
 
 async fn write_side(
     mut rx: mpsc::UnboundedReceiver<Chunk>,
-    mut to: OwnedWriteHalf,
+    to: impl AsyncWrite,
     shape: Shape,
     holed: &AtomicBool,
 ) {
+    let mut to = std::pin::pin!(to);
     // About 20 ms of link time per piece on a throttled link.
     let piece = shape
         .bits_per_second

@@ -14,21 +14,8 @@ impl Subscriber {
     /// Subscribes to `topic` at QoS 1 with a persistent session (`-c -i id`), so messages
     /// published while it reconnects after a broker restart are kept for it.
     pub fn start(port: u16, topic: &str, id: &str) -> Subscriber {
-        let mut child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-c",
-                "-i",
-                id,
-                "-v",
-                "-t",
-                topic,
-            ])
+        let mut child = client("mosquitto_sub", port)
+            .args(["-c", "-i", id, "-v", "-t", topic])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -55,19 +42,8 @@ impl Subscriber {
             "the subscriber receives its probe",
             Duration::from_secs(10),
             || {
-                let _ = Command::new("mosquitto_pub")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &port.to_string(),
-                        "-q",
-                        "1",
-                        "-t",
-                        &probe,
-                        "-m",
-                        "probe",
-                    ])
+                let _ = client("mosquitto_pub", port)
+                    .args(["-t", &probe, "-m", "probe"])
                     .status();
                 s.lines.lock().unwrap().iter().any(|(t, _)| *t == probe)
             },
@@ -92,4 +68,11 @@ impl Drop for Subscriber {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `program` (`mosquitto_sub`, `mosquitto_pub`) for the local broker on `port`, at QoS 1.
+pub fn client(program: &str, port: u16) -> Command {
+    let mut c = Command::new(program);
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"]);
+    c
 }

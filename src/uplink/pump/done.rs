@@ -6,8 +6,8 @@
 
 use super::Pump;
 use crate::metrics::Metrics;
+use crate::queue::threads::Panicked;
 use crate::queue::{Fetched, QueueError};
-use crate::trips::Panicked;
 use crate::uplink::cursors::ReadPlan;
 use crate::uplink::store::Confirming;
 use crate::uplink::{locked, now};
@@ -38,7 +38,7 @@ impl Pump {
             return; // read under an older connection: the next round starts over
         }
         let hi = self.cursors.advance(&plan, &fetched);
-        let (now, now_ms) = (now(), crate::service::now_ms() as i64);
+        let (now, now_ms) = (now(), crate::reading::now_ms() as i64);
         f.forget_suspects_unread(plan.after, hi, &fetched);
         // Rows on their way to the dead letters are not sent again.
         let condemned = f.condemned(self.burials.ids());

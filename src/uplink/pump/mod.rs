@@ -32,8 +32,7 @@ use super::store::{Done, Store, CONFIRM_CHUNK, READ_CHUNK};
 use super::{now, Handle};
 use crate::config::{Connection, MqttConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::SharedQueue;
-use crate::queue::{Confirmed, Live, QueueError};
+use crate::queue::{Confirmed, Live, QueueError, SharedQueue};
 use send::Closing;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -176,7 +175,7 @@ pub(super) async fn pump(cfg: Arc<MqttConfig>, handle: Handle, parts: super::Par
 
 impl Pump {
     fn on_error(&self, e: &QueueError) {
-        crate::gateway::stop_if_damaged(e, &self.damaged);
+        crate::queue::stop_if_damaged(e, &self.damaged);
     }
 
     fn pause_db(&mut self) {
@@ -316,7 +315,7 @@ impl Pump {
             return;
         }
         let next = self.live_taken.max(look.last) + 1;
-        let (now, now_ms) = (look.now, crate::service::now_ms() as i64);
+        let (now, now_ms) = (look.now, crate::reading::now_ms() as i64);
         let v5 = self.cfg.protocol == crate::config::Protocol::V5;
         for row in live.take(next, f.room() as usize) {
             // One this connection cannot carry is left to its commit, and the rest with

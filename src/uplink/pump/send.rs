@@ -25,7 +25,7 @@ impl Pump {
     /// Step 3: hands messages to the client while it [could send](Pump::could_send) and
     /// the pacer allows. Returns when the pacer allows the next one, if it held one back.
     pub(super) fn send(&mut self, f: &mut Session, look: &Look) -> Option<Instant> {
-        let (now, now_ms) = (look.now, crate::service::now_ms() as i64);
+        let (now, now_ms) = (look.now, crate::reading::now_ms() as i64);
         let v5 = self.cfg.protocol == Protocol::V5;
         while self.could_send(f, look) {
             // Backlog waiting beyond what is read ahead, an on_demand window, or a full

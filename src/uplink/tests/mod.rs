@@ -9,7 +9,7 @@ use super::{run_on, Parts};
 use crate::config::{Config, Connection, MqttConfig, WhenFull};
 use crate::mapping::NewMessage;
 use crate::metrics::Metrics;
-use crate::pipeline::{lock, SharedQueue};
+use crate::queue::{lock, SharedQueue};
 use crate::queue::{Queue, QueueOptions};
 use fake::{Fake, Seen, Step};
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,7 @@ impl Rig {
                 payload: format!("r{}", self.rows + i + 1).into_bytes(),
                 qos: crate::config::Qos::AtLeastOnce,
                 retain: false,
-                created_ms: crate::service::now_ms() as i64,
+                created_ms: crate::reading::now_ms() as i64,
                 unsynced_mono_ms: None,
             })
             .collect();

@@ -21,17 +21,20 @@
 //! gateway's runtime as one batch: the BLE thread and the gateway wake a few times a second
 //! instead of once per advertisement. Readings wait at most that long in addition.
 
-use crate::ble::advert::Processor;
-use crate::ble::gatt::{self, GattValue};
-use crate::ble::signals;
+mod gatt;
+mod signals;
+
+use crate::backoff::Backoff;
+use crate::ble::advert::{Listed, Processor, Wanted};
 use crate::ble::values::parse_address;
 use crate::config::BleConfig;
-use crate::input::serial::InputId;
+use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::Reading;
 use bluez_async::DeviceId;
 use btleplug::api::{Central, Manager as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager};
+use gatt::GattValue;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -113,8 +116,8 @@ fn supervise(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut processor = Processor::new(id.clone(), &config, metrics);
-    let retry = (config.retry_min, config.retry_max);
+    let mut processor = Processor::new(id.clone(), Wanted::from(&config), metrics);
+    let retry = Backoff::new(config.retry_min, config.retry_max);
     let gone = || stop.is_cancelled() || tx.is_closed();
     restart_on_panic(&id.name, retry, gone, || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -126,15 +129,14 @@ fn supervise(
 }
 
 /// Runs `body` until it returns `Ok`; a panic or an error in it is logged and `body` runs
-/// again after a backoff between `retry.0` and `retry.1`, unless `gone()` says to stop.
+/// again after the next wait of `backoff`, unless `gone()` says to stop.
 /// **Invariant:** nothing that panics inside `body` leaves this function.
 fn restart_on_panic(
     name: &str,
-    retry: (Duration, Duration),
+    mut backoff: Backoff,
     gone: impl Fn() -> bool,
     mut body: impl FnMut() -> std::io::Result<()>,
 ) {
-    let mut backoff = retry.0;
     loop {
         match std::panic::catch_unwind(AssertUnwindSafe(&mut body)) {
             Ok(Ok(())) => return,
@@ -150,14 +152,15 @@ fn restart_on_panic(
                 warn!(input = %name, panic = %what, "The BLE stack panicked; restarting it.");
             }
         }
-        let deadline = Instant::now() + backoff;
+        // A plain thread (the runtime is what failed): it sleeps in short steps to notice
+        // a stop.
+        let deadline = Instant::now() + backoff.next_wait();
         while Instant::now() < deadline {
             if gone() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        backoff = (backoff * 2).min(retry.1);
     }
 }
 
@@ -169,7 +172,7 @@ mod panic_tests {
     #[test]
     fn a_panicking_ble_stack_is_restarted_and_contained() {
         let calls = Cell::new(0);
-        let retry = (Duration::from_millis(1), Duration::from_millis(4));
+        let retry = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
         restart_on_panic(
             "yard",
             retry,
@@ -210,7 +213,7 @@ mod panic_tests {
         let calls = Cell::new(0);
         restart_on_panic(
             "yard",
-            (Duration::from_millis(1), Duration::from_millis(1)),
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
             || true,
             || {
                 calls.set(calls.get() + 1);
@@ -218,6 +221,24 @@ mod panic_tests {
             },
         );
         assert_eq!(calls.get(), 1);
+    }
+}
+
+impl From<&BleConfig> for Wanted {
+    fn from(config: &BleConfig) -> Wanted {
+        Wanted {
+            devices: config
+                .devices
+                .iter()
+                .map(|d| Listed {
+                    address: d.address,
+                    alias: d.alias.clone(),
+                    bindkey: d.bindkey,
+                })
+                .collect(),
+            allow_unknown: config.allow_unknown,
+            min_interval: config.min_interval,
+        }
     }
 }
 
@@ -244,14 +265,14 @@ async fn sessions(
     stop: &CancellationToken,
 ) {
     let name = processor.input().name.clone();
-    let mut backoff = config.retry_min;
+    let mut backoff = Backoff::new(config.retry_min, config.retry_max);
     let mut reported: Option<String> = None;
     loop {
         match session(processor, config, tx, stop).await {
             Ended::Stop => return,
             Ended::Lost { why, scanned: true } => {
                 warn!(input = %name, reason = %why, "BLE scan lost; rescanning.");
-                backoff = config.retry_min;
+                backoff.reset();
                 reported = None;
             }
             Ended::Lost { why, .. } if reported.as_deref() != Some(why.as_str()) => {
@@ -262,11 +283,9 @@ async fn sessions(
                 debug!(input = %name, reason = %why, "BLE still unavailable.")
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.mul_f64(0.75 + fastrand::f64() * 0.5)) => {}
-            _ = stop.cancelled() => return,
+        if backoff.pause(stop).await.is_err() {
+            return;
         }
-        backoff = (backoff * 2).min(config.retry_max);
     }
 }
 
@@ -348,7 +367,7 @@ async fn session(
             adapter.clone(),
             spec.clone(),
             gatt_tx.clone(),
-            (config.retry_min, config.retry_max),
+            Backoff::new(config.retry_min, config.retry_max),
         ));
     }
     drop(gatt_tx);

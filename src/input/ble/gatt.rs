@@ -2,8 +2,9 @@
 //! waits until the scan has seen the device, connects, finds the characteristic, then
 //! subscribes (`notify`) or reads it `every` period, and sends each value to the scan
 //! session, which owns the duplicate filter. Any failure disconnects, is reported once, and
-//! is retried with backoff; it never ends the input.
+//! is retried with backoff (not reset while the task lives); it never ends the input.
 
+use crate::backoff::Backoff;
 use crate::ble::values::address_label;
 use crate::config::{GattConfig, GattMode};
 use crate::reading::Value;
@@ -38,10 +39,9 @@ pub async fn run(
     adapter: Adapter,
     spec: GattConfig,
     out: mpsc::Sender<GattValue>,
-    (retry_min, retry_max): (Duration, Duration),
+    mut backoff: Backoff,
 ) {
     let device = address_label(&spec.address);
-    let mut backoff = retry_min;
     let mut reported: Option<String> = None;
     loop {
         let peripheral = find(&adapter, spec.address).await;
@@ -65,8 +65,8 @@ pub async fn run(
         if out.is_closed() {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(retry_max);
+        // The task is aborted when its scan session ends: no cancellation to watch.
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
