@@ -1,13 +1,15 @@
 //! Logging: to journald when the process runs under systemd with stderr connected to the
 //! journal (`$JOURNAL_STREAM`), to stderr through tracing-subscriber otherwise. The same
 //! `RUST_LOG`-style filter applies to both; `[log] level` is the default when `RUST_LOG` is
-//! unset.
+//! unset. On stderr, ANSI colour only when it is a terminal and `NO_COLOR` is unset or empty
+//! (no-color.org): a file or a pipe gets plain text.
 //!
 //! In the journal, an event's fields (`input`, `topic`, `error`, ...) become journal fields
 //! (`INPUT=`, `TOPIC=`, `ERROR=`), so `journalctl -u sensorgate INPUT=wx` works; the message
 //! is the sentence, and the tracing level maps to the syslog priority.
 
 use std::fmt::Write;
+use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -39,8 +41,17 @@ pub fn init(default_level: Option<&str>) -> Sink {
     tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     Sink::Stderr
+}
+
+/// Whether stderr gets ANSI colour: only a terminal, and only without a non-empty `NO_COLOR`.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Sends each tracing event to journald as one entry with its fields as journal fields.
@@ -130,6 +141,16 @@ mod tests {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             self.0.lock().unwrap().push(Entry::of(event));
         }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new(""))));
     }
 
     #[test]

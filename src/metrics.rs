@@ -1,7 +1,9 @@
 //! Counters shared by the running parts, read by health reports, the systemd status line
-//! and the shutdown summary. Plain atomics: no locks on the hot path.
+//! and the shutdown summary. Plain atomics: no locks on the hot path. The link state is set
+//! through [`Metrics::set_online`], which also wakes the status line's writer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -12,7 +14,10 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub acked: AtomicU64,
     pub connects: AtomicU64,
+    /// Whether the broker link is up; read it freely, set it with [`Metrics::set_online`].
     pub online: AtomicBool,
+    /// Signalled when `online` changes (one stored permit: a change is never missed).
+    link_changed: Notify,
     /// Bumped whenever the pipeline or the uplink makes progress.
     pub progress: AtomicU64,
     /// When (`reading::now_ms`) the queue commit in flight started; 0 when none is.
@@ -45,6 +50,20 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
+    }
+
+    /// Records the broker link's state; a change wakes [`Metrics::link_changed`], so that the
+    /// systemd status line follows the link instead of waiting for its next refresh.
+    pub fn set_online(&self, online: bool) {
+        if self.online.swap(online, Relaxed) != online {
+            self.link_changed.notify_one();
+        }
+    }
+
+    /// Resolves once the link state has changed since the last call returned (or since the
+    /// start, for the first call).
+    pub async fn link_changed(&self) {
+        self.link_changed.notified().await;
     }
 
     /// Records the backlog that housekeeping counted.
@@ -120,6 +139,33 @@ pub fn per_day(written: u64, secs: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    /// Whether `f` completes at its first poll.
+    fn completes_at_once(f: impl Future<Output = ()>) -> bool {
+        let mut f = std::pin::pin!(f);
+        f.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    #[test]
+    fn a_change_of_the_link_wakes_the_waiter_and_a_repeat_does_not() {
+        let m = Metrics::default();
+        assert!(!completes_at_once(m.link_changed()), "nothing changed yet");
+        m.set_online(true);
+        assert!(m.online.load(Relaxed));
+        assert!(
+            completes_at_once(m.link_changed()),
+            "kept for a waiter to come"
+        );
+        m.set_online(true);
+        assert!(!completes_at_once(m.link_changed()), "no change, no wake");
+        m.set_online(false);
+        assert!(!m.online.load(Relaxed));
+        assert!(completes_at_once(m.link_changed()));
+    }
 
     #[test]
     fn this_process_has_an_age_and_a_write_count() {

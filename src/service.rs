@@ -1,7 +1,8 @@
 //! systemd integration: the notify protocol and the health verdict behind the watchdog.
 //!
 //! - `READY=1` once the queue is open and the inputs started;
-//! - `STATUS=` with link state and backlog, refreshed every few seconds;
+//! - `STATUS=` with link state and backlog, refreshed every few seconds and at once when the
+//!   link goes up or down ([`Metrics::set_online`]);
 //! - `WATCHDOG=1` every third of `WatchdogSec`, **only while the gateway makes progress**:
 //!   no queue operation has been stuck for more than half the watchdog period, and the MQTT
 //!   poller has run within its own deadline. A wedged pipeline or uplink stops the pings and
@@ -100,6 +101,19 @@ pub async fn supervise(
     cancel: CancellationToken,
 ) {
     let watchdog = sd_notify::watchdog_enabled();
+    supervise_with(metrics, poller_deadline, watchdog, cancel, notify).await
+}
+
+/// [`supervise`] with the watchdog period given and the messages handed to `send`.
+/// STATUS and, while healthy, a WATCHDOG ping every third of the period (at most 10 s);
+/// STATUS alone whenever the link changes.
+async fn supervise_with(
+    metrics: Arc<Metrics>,
+    poller_deadline: Duration,
+    watchdog: Option<Duration>,
+    cancel: CancellationToken,
+    mut send: impl FnMut(&[NotifyState]),
+) {
     let period = watchdog.map_or(Duration::from_secs(10), |w| {
         (w / 3).min(Duration::from_secs(10))
     });
@@ -107,32 +121,18 @@ pub async fn supervise(
     let mut tick = tokio::time::interval(period);
     let mut was_wedged = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let ping = tokio::select! {
+            _ = tick.tick() => true,
+            _ = metrics.link_changed() => false,
             _ = cancel.cancelled() => return,
-        }
+        };
         let verdict = wedged(&metrics, now_ms(), stuck_after, poller_deadline);
-        let status = format!(
-            "{}; pending {}, oldest {:.0}s, dropped {}, dead {}{}",
-            if metrics.online.load(Relaxed) {
-                "online"
-            } else {
-                "offline"
-            },
-            metrics.pending_estimate(),
-            metrics.oldest_age_s.load(Relaxed),
-            Metrics::get(&metrics.dropped),
-            Metrics::get(&metrics.dead),
-            verdict
-                .as_deref()
-                .map(|w| format!("; WEDGED: {w}"))
-                .unwrap_or_default(),
-        );
+        let status = status_line(&metrics, verdict.as_deref());
         let mut states = vec![NotifyState::Status(&status)];
         match &verdict {
             None => {
                 was_wedged = false;
-                if watchdog.is_some() {
+                if watchdog.is_some() && ping {
                     states.push(NotifyState::Watchdog);
                 }
             }
@@ -142,8 +142,25 @@ pub async fn supervise(
             }
             Some(_) => {}
         }
-        notify(&states);
+        send(&states);
     }
+}
+
+/// What `systemctl status` shows: link, backlog, drops, dead letters, and a wedge if any.
+fn status_line(metrics: &Metrics, wedge: Option<&str>) -> String {
+    format!(
+        "{}; pending {}, oldest {:.0}s, dropped {}, dead {}{}",
+        if metrics.online.load(Relaxed) {
+            "online"
+        } else {
+            "offline"
+        },
+        metrics.pending_estimate(),
+        metrics.oldest_age_s.load(Relaxed),
+        Metrics::get(&metrics.dropped),
+        Metrics::get(&metrics.dead),
+        wedge.map(|w| format!("; WEDGED: {w}")).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -168,6 +185,63 @@ mod tests {
         assert_eq!(wedged(&m, 100_000, s, p), None);
         m.poller_beat.store(69_000, Relaxed);
         assert!(wedged(&m, 100_000, s, p).unwrap().contains("poller"));
+    }
+
+    /// The status line changes when the link does, not at the next tick (10 s here).
+    #[tokio::test]
+    async fn the_status_line_follows_the_link_at_once() {
+        let metrics = Arc::new(Metrics::default());
+        let sent = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let cancel = CancellationToken::new();
+        let sink = sent.clone();
+        let supervisor = tokio::spawn(supervise_with(
+            metrics.clone(),
+            Duration::from_secs(60),
+            Some(Duration::from_secs(30)),
+            cancel.clone(),
+            move |states| {
+                let line = states.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                sink.lock().unwrap().push(line.join("\n"));
+            },
+        ));
+        let seen = |what: &str| sent.lock().unwrap().iter().any(|s| s.contains(what));
+        let wait_for = |what: &'static str| {
+            let seen = &seen;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !seen(what) {
+                    assert!(std::time::Instant::now() < deadline, "no {what:?}");
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        wait_for("STATUS=offline; pending 0").await;
+        let start = std::time::Instant::now();
+        metrics.set_online(true);
+        wait_for("STATUS=online; pending 0").await;
+        metrics.set_online(false);
+        let n = sent.lock().unwrap().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sent.lock().unwrap().len() == n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no status after going offline"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "before the next tick"
+        );
+        let sent_now = sent.lock().unwrap().clone();
+        let last = sent_now.last().unwrap();
+        assert!(last.starts_with("STATUS=offline"), "{sent_now:?}");
+        assert!(
+            !sent_now[1..].iter().any(|s| s.contains("WATCHDOG=1")),
+            "a link change sends STATUS only: {sent_now:?}"
+        );
+        cancel.cancel();
+        supervisor.await.unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod faults_state;
 mod faults_uplink;
 mod journal;
 mod layers;
+mod logs;
 mod notify;
 mod proxy;
 mod puback;
