@@ -45,7 +45,6 @@ use crate::queue::{lock, Live, SharedQueue};
 use face::{Events, LinkEvent, Outbound, Publisher};
 use flight::Item;
 use session::Session;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
@@ -184,7 +183,7 @@ async fn run_on<E: Events>(
         // sent again: the uplink returns, and the gateway stops with an error.
         Some(r) if !cancel.is_cancelled() => {
             error!(error = ?r.err(), "The uplink's pump stopped; nothing can be sent.");
-            metrics.online.store(false, Relaxed);
+            metrics.set_online(false);
             return;
         }
         Some(_) => {}
@@ -202,7 +201,7 @@ async fn run_on<E: Events>(
         }
         Err(e) => warn!(error = %e, "Delete task failed at shutdown."),
     }
-    metrics.online.store(false, Relaxed);
+    metrics.set_online(false);
 }
 
 /// A clean goodbye: the will payload (retained) on the availability topic, then DISCONNECT.

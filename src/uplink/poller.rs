@@ -135,7 +135,7 @@ impl<E: Events> Poller<'_, E> {
     fn go_offline(&mut self) {
         let session = self.handle.session.clone();
         self.forget(&mut super::locked(&session));
-        self.metrics.online.store(false, Relaxed);
+        self.metrics.set_online(false);
     }
 
     /// The backoff state after a failure: waits out the backoff (with jitter) and doubles it.
@@ -279,7 +279,7 @@ impl<E: Events> Poller<'_, E> {
                 .control_locked(&mut f, topic, Qos::AtLeastOnce, true, birth);
         }
         self.retry.last_error = None;
-        self.metrics.online.store(true, Relaxed);
+        self.metrics.set_online(true);
         Metrics::add(&self.metrics.connects, 1);
         let broker = format!("{}:{}", cfg.host, cfg.port);
         if self.retry.flaps < 2 {
@@ -303,7 +303,7 @@ impl<E: Events> Poller<'_, E> {
             warn!(pkid, reason = %reason, max_packet = limit, "Broker refused a batch as too large; sending it again in smaller parts.");
             self.forget(&mut f);
             drop(f);
-            self.metrics.online.store(false, Relaxed);
+            self.metrics.set_online(false);
             self.handle.wake.notify_one();
             return true;
         }
@@ -367,7 +367,7 @@ impl<E: Events> Poller<'_, E> {
             self.forget(&mut f);
         }
         self.handle.wake.notify_one();
-        self.metrics.online.store(false, Relaxed);
+        self.metrics.set_online(false);
         if trial.is_some() {
             Metrics::add(&self.metrics.flaps, 1);
         }
