@@ -109,7 +109,9 @@ pub async fn run(
             Ok(()) = reloads.changed() => {
                 let new = reloads.borrow_and_update().clone();
                 if let Some(new) = new {
-                    parts.reload(&config, &new).await;
+                    if let Some(failed) = parts.reload(&config, &new).await {
+                        break Some(failed);
+                    }
                     config = new;
                     on_ready();
                 }

@@ -602,6 +602,38 @@ fn a_reload_restarts_only_what_changed() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", gw.log());
 }
 
+/// A reload that changes the only input: its pipeline commits what it holds and ends, and
+/// the one started for the new input numbers on after that commit (not before it, which
+/// would hand out the same sequence numbers twice and stop the gateway on its first commit).
+#[test]
+fn a_reload_of_the_only_input_numbers_on_after_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", crate::support::free_port()); // no broker
+    let cfg = |rate: u32| {
+        base_config(dir.path(), "gwone", &url, "")
+            + &format!(
+                "[[synthetic]]\nname = \"s\"\nrate = {rate}.0\nfields = [\"t\"]\ntopic = \"one\"\n"
+            )
+    };
+    let mut gw = Gateway::new(dir.path(), &cfg(20));
+    gw.start();
+    gw.wait_log("Gateway running.", LONG);
+    // Each reload stops the input while its pipeline holds the readings of its linger (a
+    // synthetic input reads once as it starts).
+    for (n, rate) in [21, 22, 23, 24, 25, 26].into_iter().enumerate() {
+        wait_until("a reading since the last reload", LONG, || {
+            gw.log().matches("Pipeline drained").count() == n
+        });
+        std::fs::write(&gw.config, cfg(rate)).unwrap();
+        signal_pid(gw.pid(), Signal::SIGHUP);
+        wait_until("the reload", LONG, || {
+            gw.log().matches("Pipeline drained").count() == n + 1 || !gw.is_running()
+        });
+    }
+    let (status, _) = gw.terminate(LONG);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", gw.log());
+}
+
 fn signal_pid(pid: u32, sig: Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
@@ -724,7 +756,7 @@ fn a_reload_tells_systemd_reloading_then_ready() {
     assert!(all[reloading].contains("MONOTONIC_USEC="), "{all:?}");
     assert_eq!(count(&got, "STOPPING=1"), 0, "{all:?}");
     let (status, _) = gw.terminate(LONG);
-    assert!(status.expect("exits").success());
+    assert!(status.expect("exits").success(), "{}", gw.log());
     wait_until("STOPPING=1 on SIGTERM", LONG, || {
         count(&got, "STOPPING=1") == 1
     });

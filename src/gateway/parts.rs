@@ -231,7 +231,8 @@ impl Parts {
     }
 
     /// Applies `new` over `old`, part by part.
-    pub(super) async fn reload(&mut self, old: &Config, new: &Config) {
+    /// Returns the pipeline's result if it ended with an error meanwhile.
+    pub(super) async fn reload(&mut self, old: &Config, new: &Config) -> Option<PipelineResult> {
         // Inputs removed or changed stop first; their readings still on the way map with
         // their old slots.
         let kept = |i: &InputConfig| {
@@ -240,6 +241,16 @@ impl Parts {
                 .any(|n| n.name == i.name && format!("{n:?}") == format!("{i:?}"))
         };
         self.stop_inputs(|i| !kept(i)).await;
+        // The last input of the pipeline stopped: it commits what it holds and ends. A new
+        // one, for the inputs about to start, must not number rows before that commit.
+        if self.readings.as_ref().and_then(|w| w.upgrade()).is_none() {
+            if let Some(p) = self.pipeline.take() {
+                match p.await {
+                    Ok(Ok(())) => {}
+                    failed => return Some(failed),
+                }
+            }
+        }
         let mut mapper = self.routing.borrow().mapper.clone();
         mapper.configure(new);
         let start: Vec<(usize, InputConfig)> = new
@@ -280,6 +291,7 @@ impl Parts {
             }
             self.start_housekeeping(new);
         }
+        None
     }
 
     /// Stops everything in order: inputs, pipeline (which commits what it holds),
