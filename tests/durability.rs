@@ -139,9 +139,14 @@ fn sigkill_loses_no_committed_reading() {
     writer.join().unwrap();
     wait_until("reading 499 committed", LONG, || queued(&gw).contains(&499));
 
-    // 3. The broker comes up and the backlog drains; kill -9 again while draining.
+    // 3. The broker comes up and the backlog drains; kill -9 again while draining. The
+    // gateway is held (SIGSTOP) until the subscriber is in: what the broker confirms
+    // before that would never reach it.
+    let gw_pid = nix::unistd::Pid::from_raw(gw.pid() as i32);
+    nix::sys::signal::kill(gw_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let mut broker = Broker::start_on(&broker_dir, port);
     let sub = Subscriber::start(port, "site/#", "kill-sub");
+    nix::sys::signal::kill(gw_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     wait_until("the drain has started", LONG, || {
         !delivered(&sub, "site/gw1/wx").is_empty()
     });
