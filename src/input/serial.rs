@@ -4,9 +4,14 @@
 //! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
 //! `max_line` and lines that are not UTF-8 are counted as bad frames. A line ends as
 //! `line_ending` says: by default at CR, LF or CRLF (counted once).
+//!
+//! The device path may be a `/dev/serial/by-id/` symlink ([`super::device`]): a path that is
+//! absent is waited for, and a port whose path vanished or moved to another device is closed
+//! and the path opened again.
 
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
+use crate::input::device::{self, Change, Identity};
 use crate::input::format::{LineEnding, LineFormat};
 use crate::input::InputId;
 use crate::metrics::Metrics;
@@ -28,28 +33,50 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(config.reopen_min, config.reopen_max);
     let mut reported = false;
+    let device = config.device.as_path();
+    // Whether the device's absence was logged (at start, or as it vanished).
+    let mut absent = false;
     loop {
-        let opened =
-            tokio_serial::new(config.device.to_string_lossy(), config.baud).open_native_async();
+        let say = || {
+            if !absent {
+                info!(input = %id.name, device = %device.display(), "Serial device absent; waiting for it.");
+            }
+        };
+        if device::present(device, &cancel, say).await.is_err() {
+            return;
+        }
+        let opened = tokio_serial::new(device.to_string_lossy(), config.baud)
+            .open_native_async()
+            .and_then(|port| Ok((Identity::of_open(&port)?, port)));
         match opened {
-            Ok(port) => {
-                info!(input = %id.name, device = %config.device.display(), "Serial port open.");
-                reported = false;
+            Ok((identity, port)) => {
+                info!(input = %id.name, device = %device.display(), "Serial port open.");
+                (reported, absent) = (false, false);
                 backoff.reset();
                 let ended = tokio::select! {
                     r = read_lines(port, &id, &config.format, config.line_ending, config.max_line, &out, &metrics) => r,
+                    change = device::watch(device, identity) => LinesEnded::Device(change),
                     _ = cancel.cancelled() => return,
                 };
                 match ended {
                     LinesEnded::PipelineGone => return,
                     LinesEnded::Closed(e) => {
-                        warn!(input = %id.name, device = %config.device.display(), error = %e, "Serial port lost; reopening.");
+                        warn!(input = %id.name, device = %device.display(), error = %e, "Serial port lost; reopening.");
+                    }
+                    LinesEnded::Device(Change::Vanished) => {
+                        warn!(input = %id.name, device = %device.display(), "Serial device vanished; closed it and waiting for it to return.");
+                        absent = true;
+                        continue;
+                    }
+                    LinesEnded::Device(Change::Moved) => {
+                        warn!(input = %id.name, device = %device.display(), "Serial device path now names another device; reopening.");
+                        continue;
                     }
                 }
             }
             Err(e) => {
                 if !reported {
-                    warn!(input = %id.name, device = %config.device.display(), error = %e, "Cannot open serial port; retrying with backoff.");
+                    warn!(input = %id.name, device = %device.display(), error = %e, "Cannot open serial port; retrying with backoff.");
                     reported = true;
                 } else {
                     debug!(input = %id.name, error = %e, "Serial port still unavailable.");
@@ -67,6 +94,8 @@ pub async fn run(
 pub enum LinesEnded {
     /// The port ended or failed; reopen it.
     Closed(std::io::Error),
+    /// The configured path no longer names the open port's device (`run` only).
+    Device(Change),
     /// The pipeline's receiver is gone: shut down.
     PipelineGone,
 }
