@@ -66,7 +66,7 @@ pub async fn run(
             };
         }
         if corrected > 0 {
-            info!(corrected, "Clock synchronised; corrected the queue's stamps of messages read before, from the time since boot.");
+            info!(corrected, "Clock synchronised (by NTP, or a GPS fix while NTP is not); corrected the queue's stamps of messages read before, from the time since boot.");
         }
         let result = threads::spawn(move || {
             let mut q = lock(&q);

@@ -1,5 +1,6 @@
 //! A `Reading`: what an input saw at one moment, before any topic was chosen; and the
-//! clocks every part stamps with (`Stamp::now`, `now_ms`, `mono_ms`).
+//! clocks every part stamps with (`Stamp::now`, `now_ms`, `mono_ms`, and a GPS fix's time
+//! while the system clock is not synchronised: `gps_fix`).
 //!
 //! Readings are plain data. Numbers stay numbers from the frame to the payload.
 
@@ -94,16 +95,60 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The wall clock now; before it is synchronised, the time of the last GPS fix carried
+    /// forward on the monotonic clock ([`gps_fix`]), if there was one.
     pub fn now() -> Stamp {
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        Stamp {
-            wall_ms,
-            synced: clock_synced(wall_ms),
+        if clock_synced(wall_ms) {
+            return Stamp {
+                wall_ms,
+                synced: true,
+            };
+        }
+        match gps_time(Instant::now()) {
+            Some(wall_ms) => Stamp {
+                wall_ms,
+                synced: true,
+            },
+            None => Stamp {
+                wall_ms,
+                synced: false,
+            },
         }
     }
+}
+
+/// GPS time minus [`mono_ms`] at the last valid fix; `i64::MIN` before any.
+static GPS_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+
+/// A Pi has no real-time clock, and a cabinet may have no NTP server in reach: a GPS
+/// receiver's valid fix (RMC status A, with date and time) tells the time. `utc_ms` is the
+/// fix's time and `at` when its sentence was read; the offset to the monotonic clock is kept,
+/// so that [`Stamp::now`] tells GPS time while the system clock is not synchronised, and the
+/// queue corrects the stamps taken before (housekeeping sees a synchronised clock). The
+/// system clock itself is left alone (the service may not set it). Accurate to the
+/// sentence's delay after its epoch (well under a second at 4800 baud and up), plus the
+/// monotonic clock's drift since the last fix (every fix renews it).
+///
+/// A fix time before this code was written is refused (receivers with a week-number
+/// rollover bug report dates 1024 weeks back). Returns whether the fix was taken and was
+/// the first.
+pub fn gps_fix(utc_ms: i64, at: Instant) -> Option<bool> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if utc_ms < PLAUSIBLE_MS {
+        return None;
+    }
+    let before = GPS_OFFSET.swap(utc_ms - mono_ms(at), Relaxed);
+    Some(before == i64::MIN)
+}
+
+/// The wall time at `at` by the last GPS fix, if there was one.
+pub fn gps_time(at: Instant) -> Option<i64> {
+    let offset = GPS_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    (offset != i64::MIN).then(|| mono_ms(at) + offset)
 }
 
 /// A Pi has no real-time clock: before NTP it may read 1970 or the last shutdown's time.
@@ -131,10 +176,13 @@ pub fn clock_synced(wall_ms: i64) -> bool {
 /// How long (wall-clock milliseconds) [`clock_synced`] trusts its last check.
 pub const SYNC_CHECK_MS: i64 = 1000;
 
+/// 2026-01-01T00:00:00Z: a clock, or a GPS fix, that reads a date before this code was
+/// written is wrong.
+const PLAUSIBLE_MS: i64 = 1_767_225_600_000;
+
 fn check_clock_synced(wall_ms: i64) -> bool {
-    const PLAUSIBLE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-                                                 // A clock that reads a date before this code was written is wrong, whatever a flag
-                                                 // file says (a process whose clock is faked, a flag left from before a step back).
+    // Whatever a flag file says (a process whose clock is faked, a flag left from before a
+    // step back).
     if wall_ms < PLAUSIBLE_MS {
         return false;
     }
@@ -212,4 +260,27 @@ pub struct Reading {
     /// The device within the input (BLE: alias or address), for `{device}` in topics.
     pub device: Option<Arc<str>>,
     pub fields: Vec<(Arc<str>, Value)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_gps_fix_tells_the_time_from_then_on_and_a_rollover_date_is_refused() {
+        mono_ms(Instant::now()); // the monotonic origin is taken before `at`, as in a gateway
+        let at = Instant::now();
+        // 1024 weeks before 2026-12-06: a receiver with the week-number rollover bug.
+        assert_eq!(gps_fix(PLAUSIBLE_MS - 619_315_200_000, at), None);
+        let fix = 1_796_558_400_000; // 2026-12-06T12:00:00Z
+        assert!(gps_fix(fix, at).is_some());
+        assert_eq!(gps_time(at), Some(fix));
+        assert_eq!(gps_time(at + Duration::from_millis(2500)), Some(fix + 2500));
+        assert_eq!(
+            gps_fix(fix + 1000, at + Duration::from_secs(1)),
+            Some(false)
+        );
+        assert_eq!(gps_time(at + Duration::from_secs(3)), Some(fix + 3000));
+    }
 }
