@@ -68,6 +68,7 @@ fn gateway(n: usize) -> f64 {
             wtx,
             Arc::new(Metrics::default()),
             None,
+            Default::default(),
         ));
         for r in input {
             tx.send(r).await.unwrap();

@@ -26,6 +26,7 @@ pub mod backoff;
 pub mod ble;
 pub mod config;
 pub mod describe;
+pub mod discovery;
 pub mod gateway;
 pub mod housekeeping;
 pub mod input;

@@ -18,8 +18,9 @@
 //! a PUBLISH larger than `[mqtt] max_message_size`) is found by [`Mapper::unsendable`]: the
 //! pipeline commits it straight to the dead letters, and the uplink never tries it.
 
-use crate::config::{Config, Protocol, Qos, Route};
-use crate::reading::{mono_ms, write_json_string, Reading};
+use crate::config::{Config, InputConfig, InputKind, Protocol, Qos, Route};
+use crate::discovery::{Announcer, Entity, Site};
+use crate::reading::{mono_ms, write_json_string, Reading, Stamp};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -41,9 +42,56 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     gateway: String,
-    /// Name and route of each input slot (see the module's notes).
-    inputs: Vec<(Arc<str>, Route)>,
+    /// Each input slot (see the module's notes).
+    inputs: Vec<Slot>,
     limits: Limits,
+    /// Home Assistant discovery, when on and the routes are readable (not batched).
+    discovery: Option<Discovery>,
+}
+
+/// An input slot: the input's name and route, and its kind (a device's model in discovery).
+#[derive(Debug, Clone)]
+struct Slot {
+    name: Arc<str>,
+    route: Route,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct Discovery {
+    site: Site,
+    /// BLE entities: seconds without a state before Home Assistant marks them unavailable.
+    expire_after: Option<u64>,
+}
+
+impl Discovery {
+    fn of(config: &Config) -> Option<Discovery> {
+        let h = config.homeassistant.as_ref()?;
+        // A batch (an array, maybe compressed) is nothing Home Assistant can read.
+        if config.mqtt.batch.is_some() {
+            return None;
+        }
+        let m = &config.mqtt;
+        Some(Discovery {
+            site: Site {
+                prefix: h.prefix.clone(),
+                gateway: config.gateway.id.clone(),
+                availability_topic: m.availability_topic.clone(),
+                online: m.birth_payload.clone(),
+                offline: m.will_payload.clone(),
+            },
+            expire_after: h.expire_after.map(|d| d.as_secs().max(1)),
+        })
+    }
+}
+
+/// The kind of an input, as discovery names a device's model.
+fn kind(input: &InputConfig) -> &'static str {
+    match input.kind {
+        InputKind::Serial(_) => "serial",
+        InputKind::Synthetic(_) => "synthetic",
+        InputKind::Ble(_) => "ble",
+    }
 }
 
 /// What the connection can carry, as far as the config tells before any broker is asked.
@@ -69,29 +117,114 @@ impl Mapper {
             gateway: String::new(),
             inputs: Vec::new(),
             limits: Limits::of(config),
+            discovery: None,
         };
         m.configure(config);
         for i in &config.inputs {
-            m.add(i.name.clone(), i.route.clone());
+            m.add(i);
         }
         m
     }
 
-    /// Takes the gateway id and the connection's limits from `config` (a reload).
+    /// Takes the gateway id, the connection's limits and discovery from `config` (a reload).
     pub fn configure(&mut self, config: &Config) {
         self.gateway = config.gateway.id.clone();
         self.limits = Limits::of(config);
+        self.discovery = Discovery::of(config);
     }
 
     /// A new slot for an input (added or changed by a reload); returns it.
-    pub fn add(&mut self, name: Arc<str>, route: Route) -> usize {
-        self.inputs.push((name, route));
+    pub fn add(&mut self, input: &InputConfig) -> usize {
+        self.inputs.push(Slot {
+            name: input.name.clone(),
+            route: input.route.clone(),
+            kind: kind(input),
+        });
         self.inputs.len() - 1
+    }
+
+    /// Whether Home Assistant discovery is on.
+    pub fn discovers(&self) -> bool {
+        self.discovery.is_some()
+    }
+
+    /// Appends the discovery configs of the entities of `reading` not announced yet
+    /// (retained, QoS 1), to go before the reading's own messages.
+    pub fn announce(
+        &self,
+        reading: &Reading,
+        announcer: &mut Announcer,
+        seq: &mut i64,
+        out: &mut Vec<NewMessage>,
+    ) {
+        let (Some(d), Some(slot)) = (&self.discovery, self.inputs.get(reading.input)) else {
+            return;
+        };
+        let device = reading.device.as_ref();
+        let mut configs = Vec::new();
+        for (field, value) in &reading.fields {
+            if !announcer.needs(reading.input, device, field) {
+                continue;
+            }
+            let per_field = slot.route.topic.per_field();
+            let state_topic = slot.route.topic.render_device(
+                &self.gateway,
+                &slot.name,
+                device.map(|d| &**d),
+                per_field.then_some(&**field),
+            );
+            let e = Entity {
+                input: &slot.name,
+                device: device.map(|d| &**d),
+                model: slot.kind,
+                field,
+                value,
+                unit: None,
+                state_topic: &state_topic,
+                json: !per_field,
+                expire_after: d.expire_after.filter(|_| slot.kind == "ble"),
+            };
+            announcer.announce(&d.site, reading.input, device, field, &e, &mut configs);
+        }
+        self.push_configs(configs, reading.stamp, reading.at, seq, out);
+    }
+
+    /// Appends every config announced so far again (Home Assistant came online).
+    pub fn announce_again(&self, announcer: &Announcer, seq: &mut i64, out: &mut Vec<NewMessage>) {
+        if let Some(d) = &self.discovery {
+            let configs = announcer.all(&d.site);
+            self.push_configs(configs, Stamp::now(), std::time::Instant::now(), seq, out);
+        }
+    }
+
+    fn push_configs(
+        &self,
+        configs: Vec<(String, Vec<u8>)>,
+        stamp: Stamp,
+        at: std::time::Instant,
+        seq: &mut i64,
+        out: &mut Vec<NewMessage>,
+    ) {
+        for (topic, payload) in configs {
+            out.push(NewMessage {
+                seq: *seq,
+                topic,
+                payload,
+                qos: Qos::AtLeastOnce,
+                retain: true,
+                created_ms: stamp.wall_ms,
+                unsynced_mono_ms: (!stamp.synced).then(|| mono_ms(at)),
+            });
+            *seq += 1;
+        }
     }
 
     /// Appends the messages of `reading` to `out`, numbering them from `*seq` on.
     pub fn map(&self, reading: &Reading, seq: &mut i64, out: &mut Vec<NewMessage>) {
-        let Some((input, route)) = self.inputs.get(reading.input) else {
+        let Some(Slot {
+            name: input, route, ..
+        }) = self.inputs.get(reading.input)
+        else {
             return; // no such input: a reading can only come from a configured one
         };
         let message = |seq: i64, topic: String, payload: Vec<u8>| NewMessage {
@@ -154,7 +287,7 @@ impl Mapper {
     }
 
     pub fn qos_of(&self, input: usize) -> Option<Qos> {
-        self.inputs.get(input).map(|(_, r)| r.qos)
+        self.inputs.get(input).map(|s| s.route.qos)
     }
 }
 

@@ -26,6 +26,7 @@
 //! applies from the next reading on, and at once to a reading from an input slot the
 //! running mapper does not know yet (an input the reload started).
 
+use crate::discovery::Announcer;
 use crate::mapping::{Mapper, NewMessage};
 use crate::metrics::Metrics;
 use crate::queue::threads::{self, Trip};
@@ -34,7 +35,7 @@ use crate::reading::Reading;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, error};
 
@@ -268,6 +269,7 @@ pub async fn run(
     committed: watch::Sender<i64>,
     metrics: Arc<Metrics>,
     live: Option<Arc<Live>>,
+    status_online: Arc<Notify>,
 ) -> Result<(), QueueError> {
     let Routing {
         mut mapper,
@@ -304,6 +306,8 @@ pub async fn run(
     let mut mapped: Vec<Instant> = Vec::new();
     let mut offered_from: Option<usize> = None;
     let mut inbox: Vec<Reading> = Vec::with_capacity(256);
+    // Home Assistant discovery: the entities announced so far.
+    let mut announcer = Announcer::default();
     loop {
         let linger = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -334,6 +338,15 @@ pub async fn run(
                 Routing { mapper, commit } = routing.borrow_and_update().clone();
                 continue;
             }
+            _ = status_online.notified(), if mapper.discovers() => {
+                // Home Assistant came online: every config again, before what follows.
+                mapper.announce_again(&announcer, &mut next_seq, &mut batch);
+                unoffered = true;
+                offered_from = None;
+                mapped.resize(batch.len(), Instant::now());
+                deadline = deadline.or_else(|| mapped.first().map(|t| *t + commit.linger));
+                continue;
+            }
         }
         Metrics::add(&metrics.readings, inbox.len() as u64);
         for reading in inbox.drain(..) {
@@ -342,6 +355,7 @@ pub async fn run(
                 Routing { mapper, commit } = routing.borrow_and_update().clone();
             }
             let from = batch.len();
+            mapper.announce(&reading, &mut announcer, &mut next_seq, &mut batch);
             mapper.map(&reading, &mut next_seq, &mut batch);
             let refused = c.refused.len();
             for m in &batch[from..] {
@@ -476,6 +490,7 @@ mod tests {
             committed,
             metrics.clone(),
             None,
+            Default::default(),
         ));
         for text in ["small", &"x".repeat(300), "small again"] {
             tx.send(reading(text)).await.unwrap();
@@ -523,6 +538,7 @@ mod tests {
             committed_tx,
             metrics.clone(),
             None,
+            Default::default(),
         );
         let pipeline = tokio::spawn(run);
 
@@ -578,7 +594,15 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (committed, mut seen) = watch::channel(0);
         let metrics = Arc::new(Metrics::default());
-        let p = tokio::spawn(run(rx, routing, queue, committed, metrics, Some(live)));
+        let p = tokio::spawn(run(
+            rx,
+            routing,
+            queue,
+            committed,
+            metrics,
+            Some(live),
+            Default::default(),
+        ));
         let t0 = Instant::now();
         tx.send(reading("a")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(900)).await;

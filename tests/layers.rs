@@ -12,7 +12,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["topic.rs", "ble/", "input/format.rs", "input/mod.rs"],
     ),
     ("config", &["config/"]),
-    ("inputs and mapping", &["input/", "mapping.rs"]),
+    (
+        "inputs and mapping",
+        &["input/", "mapping.rs", "discovery/"],
+    ),
     ("queue", &["queue/"]),
     ("pipeline and uplink", &["pipeline.rs", "uplink/"]),
     ("the top", &[""]),

@@ -6,6 +6,7 @@
 //! line and the key; nothing later can fail because of a config value.
 
 pub mod ble;
+pub mod homeassistant;
 pub mod limits;
 pub mod link;
 mod locate;
@@ -18,6 +19,7 @@ pub mod units;
 pub(crate) use locate::Cx;
 
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
+pub use homeassistant::HomeAssistantConfig;
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
 use crate::input::format::{LineEnding, LineFormat};
@@ -86,6 +88,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub queue: QueueConfig,
     pub inputs: Vec<InputConfig>,
+    /// `[homeassistant] discovery = true`.
+    pub homeassistant: Option<HomeAssistantConfig>,
     pub log_level: Option<String>,
 }
 
@@ -123,6 +127,9 @@ pub struct MqttConfig {
     pub live_first: bool,
     /// MQTT 5: the message expiry interval follows the queue's `max_age` (set from [queue]).
     pub max_age: Option<Duration>,
+    /// Home Assistant's status topic, subscribed to after every CONNACK (set from
+    /// `[homeassistant]` with discovery on): "online" there has every config sent again.
+    pub status_topic: Option<String>,
     /// Set for `mqtts://`: the rustls client config (roots, optional client certificate).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The largest packet the broker accepts (`[mqtt] max_message_size`): a message that
@@ -253,6 +260,8 @@ impl Config {
         let mut mqtt = cx.mqtt(raw.mqtt, &gateway.id)?;
         let queue = cx.queue(raw.queue)?;
         mqtt.max_age = queue.max_age;
+        let homeassistant = cx.homeassistant(raw.homeassistant)?;
+        mqtt.status_topic = homeassistant.as_ref().map(|h| h.status_topic.clone());
 
         let mut inputs = Vec::new();
         let mut names = HashSet::new();
@@ -389,6 +398,7 @@ impl Config {
             mqtt,
             queue,
             inputs,
+            homeassistant,
             log_level: raw.log.level,
         })
     }

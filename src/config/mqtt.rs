@@ -166,6 +166,7 @@ impl Cx<'_> {
             replay_rate,
             live_first: m.live_first.unwrap_or(false),
             max_age: None,
+            status_topic: None,
             tls,
             max_message_size,
         })

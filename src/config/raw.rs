@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub synthetic: Vec<RawSynthetic>,
     #[serde(default)]
     pub ble: Vec<super::ble::RawBle>,
+    pub homeassistant: Option<super::homeassistant::RawHomeAssistant>,
     #[serde(default)]
     pub log: RawLog,
 }

@@ -15,7 +15,7 @@ use crate::queue::{self, lock, stop_if_damaged, threads, SharedQueue};
 use crate::reading::Reading;
 use crate::uplink;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -30,6 +30,8 @@ pub(super) struct Parts {
     live: Arc<queue::Live>,
     damaged: CancellationToken,
     uplink_down: CancellationToken,
+    /// Home Assistant said "online" (the uplink tells, the pipeline announces again).
+    status_online: Arc<Notify>,
     /// The pipeline's mapper and group commit; a reload sends new ones.
     routing: watch::Sender<pipeline::Routing>,
     /// The inputs' way into the pipeline, held weakly: the pipeline ends when every input
@@ -83,6 +85,7 @@ impl Parts {
             live: queue::Live::shared(),
             damaged,
             uplink_down,
+            status_online: Arc::new(Notify::new()),
             routing: watch::channel(routing(config, Mapper::new(config))).0,
             readings: None,
             pipeline: None,
@@ -108,6 +111,7 @@ impl Parts {
             self.committed.clone(),
             self.metrics.clone(),
             Some(self.live.clone()),
+            self.status_online.clone(),
         )));
         tx
     }
@@ -167,6 +171,7 @@ impl Parts {
             metrics: self.metrics.clone(),
             cancel: cancel.clone(),
             damaged: self.damaged.clone(),
+            status_online: Some(self.status_online.clone()),
         };
         let uplink = tokio::spawn(uplink::run(config.mqtt.clone(), parts, handle_tx));
         // The uplink ends only when cancelled; ended otherwise (a panic), the gateway stops.
@@ -257,7 +262,7 @@ impl Parts {
             .inputs
             .iter()
             .filter(|n| !self.inputs.iter().any(|i| i.config.name == n.name))
-            .map(|n| (mapper.add(n.name.clone(), n.route.clone()), n.clone()))
+            .map(|n| (mapper.add(n), n.clone()))
             .collect();
         // Before the new inputs start: a reading of theirs finds its slot.
         self.routing.send_replace(routing(new, mapper));

@@ -19,6 +19,8 @@ pub trait Publisher: Send + Sync + 'static {
     fn try_publish(&self, m: Outbound) -> Result<(), Busy>;
     /// Queues a DISCONNECT.
     fn try_disconnect(&self) -> Result<(), Busy>;
+    /// Queues a SUBSCRIBE at QoS 0 (Home Assistant's status topic).
+    fn try_subscribe(&self, topic: &str) -> Result<(), Busy>;
 }
 
 /// The event-loop side: drives the connection and reports what happened.
@@ -113,6 +115,11 @@ pub enum LinkEvent {
     Collision(u16),
     /// rumqttc wrote DISCONNECT.
     Disconnected,
+    /// A message on a topic the uplink subscribed to.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
     Other,
 }
 

@@ -63,6 +63,17 @@ impl Publisher for Client {
             Client::V5(c) => c.try_disconnect().map_err(|_| Busy),
         }
     }
+
+    fn try_subscribe(&self, topic: &str) -> Result<(), Busy> {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe(topic, rumqttc::QoS::AtMostOnce)
+                .map_err(|_| Busy),
+            Client::V5(c) => c
+                .try_subscribe(topic, v5::mqttbytes::QoS::AtMostOnce)
+                .map_err(|_| Busy),
+        }
+    }
 }
 
 // One event loop per uplink, never moved around: boxing the larger variant buys nothing.
@@ -242,6 +253,10 @@ fn event4(ev: rumqttc::Event) -> LinkEvent {
             refused: None,
         },
         Event::Outgoing(o) => outgoing(o),
+        Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        },
         Event::Incoming(_) => LinkEvent::Other,
     }
 }
@@ -275,6 +290,10 @@ fn event5(ev: v5::Event) -> LinkEvent {
             },
         },
         v5::Event::Outgoing(o) => outgoing(o),
+        v5::Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.to_vec(),
+        },
         v5::Event::Incoming(_) => LinkEvent::Other,
     }
 }

@@ -131,6 +131,8 @@ pub struct Parts {
     pub cancel: CancellationToken,
     /// Cancelled by whoever finds the queue file damaged.
     pub damaged: CancellationToken,
+    /// Told when Home Assistant says "online" on `status_topic` (the poller's alone).
+    pub status_online: Option<Arc<Notify>>,
 }
 
 /// [`run`] over any client behind the face.
@@ -148,6 +150,7 @@ async fn run_on<E: Events>(
         metrics,
         cancel,
         damaged,
+        status_online,
     } = parts;
     let cfg = Arc::new(cfg);
     let handle = Handle {
@@ -167,11 +170,12 @@ async fn run_on<E: Events>(
             metrics: metrics.clone(),
             cancel: pump_cancel.clone(),
             damaged: damaged.clone(),
+            status_online: None,
         },
     ));
 
     let pump_ended = tokio::select! {
-        _ = poller::poll_until_cancelled(&cfg, &handle, &mut events, &metrics, &cancel) => None,
+        _ = poller::poll_until_cancelled(&cfg, &handle, &mut events, &metrics, status_online, &cancel) => None,
         r = &mut pump => Some(r),
     };
     match pump_ended {

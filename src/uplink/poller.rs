@@ -19,7 +19,9 @@ use super::{now, rfc3339, Handle};
 use crate::config::{Connection, MqttConfig, Protocol, Qos};
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -48,6 +50,8 @@ struct Poller<'a, E> {
     retry: Retry,
     /// on_demand: when the current window opened.
     window_start: Instant,
+    /// Told when Home Assistant says "online" on `cfg.status_topic`.
+    status_online: Option<Arc<Notify>>,
 }
 
 /// Polls until `cancel` fires.
@@ -56,6 +60,7 @@ pub(super) async fn poll_until_cancelled<E: Events>(
     handle: &Handle,
     events: &mut E,
     metrics: &Metrics,
+    status_online: Option<Arc<Notify>>,
     cancel: &CancellationToken,
 ) {
     let mut p = Poller {
@@ -65,6 +70,7 @@ pub(super) async fn poll_until_cancelled<E: Events>(
         metrics,
         retry: Retry::new(cfg),
         window_start: now(),
+        status_online,
     };
     let mut link = Link::Connecting { trial: None };
     loop {
@@ -219,6 +225,13 @@ impl<E: Events> Poller<'_, E> {
                 return stay(online, trial);
             }
             Ok(LinkEvent::Disconnected) => return self.on_disconnected(trial),
+            Ok(LinkEvent::Message { topic, payload }) => {
+                let status = self.cfg.status_topic.as_deref() == Some(topic.as_str());
+                if let (true, Some(n)) = (status && payload == b"online", &self.status_online) {
+                    info!(topic = %topic, "Home Assistant is online; sending every discovery config again.");
+                    n.notify_one();
+                }
+            }
             Ok(LinkEvent::Other) => {}
             Err(e) => return self.on_error(online, trial, e, now),
         }
@@ -277,6 +290,11 @@ impl<E: Events> Poller<'_, E> {
             let topic = &cfg.availability_topic;
             self.handle
                 .control_locked(&mut f, topic, Qos::AtLeastOnce, true, birth);
+            if let Some(status) = &cfg.status_topic {
+                if self.handle.client.try_subscribe(status).is_err() {
+                    warn!(topic = %status, "Could not subscribe to Home Assistant's status topic.");
+                }
+            }
         }
         self.retry.last_error = None;
         self.metrics.set_online(true);

@@ -105,6 +105,7 @@ pub(super) async fn pump(cfg: Arc<MqttConfig>, handle: Handle, parts: super::Par
         metrics,
         cancel,
         damaged,
+        status_online: _,
     } = parts;
     let mut p = Pump {
         per_message: cfg.batch.as_ref().map_or(1, |b| b.max_readings),

@@ -41,6 +41,7 @@ pub enum Seen {
     Disconnect,
     /// The broker closed the connection.
     Dropped,
+    Subscribe(String),
 }
 
 enum Request {
@@ -54,7 +55,7 @@ pub struct State {
     script: VecDeque<Step>,
     requests: VecDeque<Request>,
     /// Events ready to hand out.
-    ready: VecDeque<LinkEvent>,
+    pub ready: VecDeque<LinkEvent>,
     connected: Option<Step>,
     next_pkid: u16,
     /// Publishes of this connection awaiting their PUBACK: (due, pkid, position, whether
@@ -136,6 +137,13 @@ impl Fake {
         self.state.lock().unwrap()
     }
 
+    /// The broker sends the client `event` (a message on a subscribed topic).
+    pub fn deliver(&self, event: LinkEvent) {
+        self.lock().ready.push_back(event);
+        self.wake.notify_one();
+        self.changed.notify_waiters();
+    }
+
     /// Waits until `cond` holds; panics after a minute of wall time. The deadline is not a
     /// tokio timer: the paused clock would jump to it while a SQLite trip runs.
     pub async fn until(&self, cond: impl Fn(&State) -> bool) {
@@ -180,6 +188,13 @@ impl Publisher for Fake {
 
     fn try_disconnect(&self) -> Result<(), Busy> {
         self.push(Request::Disconnect, Seen::Disconnect);
+        Ok(())
+    }
+
+    fn try_subscribe(&self, topic: &str) -> Result<(), Busy> {
+        let mut s = self.lock();
+        s.log
+            .push((Instant::now(), Seen::Subscribe(topic.to_string())));
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ impl LiveRig {
         );
         let (q2, m2, l2) = (queue.clone(), metrics.clone(), Some(live.clone()));
         let pipeline = tokio::spawn(async move {
-            pipeline::run(rx, routing, q2, committed, m2, l2)
+            pipeline::run(rx, routing, q2, committed, m2, l2, Default::default())
                 .await
                 .unwrap();
         });
@@ -85,6 +85,7 @@ impl LiveRig {
             metrics: metrics.clone(),
             cancel: cancel.clone(),
             damaged: CancellationToken::new(),
+            status_online: None,
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let client = Arc::new(fake.clone());

@@ -33,6 +33,8 @@ fn config(extra: &str) -> MqttConfig {
 /// The uplink running against a fake, over a queue holding rows `r1`, `r2`, ...
 struct Rig {
     fake: Fake,
+    /// Told by the poller when Home Assistant says "online".
+    status: Arc<tokio::sync::Notify>,
     queue: SharedQueue,
     committed: watch::Sender<i64>,
     rows: usize,
@@ -54,6 +56,7 @@ impl Rig {
         let (committed, committed_rx) = watch::channel(0);
         let fake = Fake::new(script, AVAILABILITY);
         let cancel = CancellationToken::new();
+        let status = Arc::new(tokio::sync::Notify::new());
         let parts = Parts {
             queue: queue.clone(),
             committed: committed_rx,
@@ -61,12 +64,14 @@ impl Rig {
             metrics: Arc::new(Metrics::default()),
             cancel: cancel.clone(),
             damaged: CancellationToken::new(),
+            status_online: Some(status.clone()),
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let client = Arc::new(fake.clone());
         let uplink = tokio::spawn(run_on(cfg, client, fake.clone(), parts, ready));
         let mut rig = Rig {
             fake,
+            status,
             queue,
             committed,
             rows: 0,
@@ -116,6 +121,36 @@ fn rows(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
 /// The waits between connection attempts.
 fn waits(attempts: &[Instant]) -> Vec<Duration> {
     attempts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn home_assistants_status_topic_is_subscribed_to_and_online_tells_discovery() {
+    use super::face::LinkEvent;
+    let mut cfg = config("");
+    cfg.status_topic = Some("homeassistant/status".into());
+    let rig = Rig::start(cfg, &[Step::Accept], 0);
+    let subscribed = |s: &fake::State| {
+        s.log
+            .iter()
+            .any(|(_, e)| matches!(e, Seen::Subscribe(t) if t == "homeassistant/status"))
+    };
+    rig.fake.until(subscribed).await;
+    let message = |topic: &str, payload: &str| LinkEvent::Message {
+        topic: topic.into(),
+        payload: payload.into(),
+    };
+    rig.fake.deliver(message("homeassistant/status", "offline"));
+    rig.fake.deliver(message("elsewhere", "online"));
+    rig.fake.until(|s| s.ready.is_empty()).await;
+    let told = tokio::time::timeout(Duration::from_secs(5), rig.status.notified());
+    assert!(
+        told.await.is_err(),
+        "only \"online\" on the status topic tells"
+    );
+    rig.fake.deliver(message("homeassistant/status", "online"));
+    let told = tokio::time::timeout(Duration::from_secs(5), rig.status.notified());
+    assert!(told.await.is_ok(), "Home Assistant's birth was not told");
+    rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -270,6 +305,7 @@ async fn an_on_demand_window_sends_what_was_committed_says_it_sleeps_and_disconn
             }
             Seen::Disconnect => windows.last_mut().unwrap().push("disconnect".into()),
             Seen::Dropped => panic!("no connection was dropped"),
+            Seen::Subscribe(_) => {}
         }
     }
     let expect = |rows: Vec<String>| {
