@@ -18,7 +18,7 @@
 //! a PUBLISH larger than `[mqtt] max_message_size`) is found by [`Mapper::unsendable`]: the
 //! pipeline commits it straight to the dead letters, and the uplink never tries it.
 
-use crate::config::{Config, Protocol, Qos, Route};
+use crate::config::{Config, FieldRules, Protocol, Qos, Route};
 use crate::reading::{mono_ms, write_json_string, Reading};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -155,6 +155,11 @@ impl Mapper {
 
     pub fn qos_of(&self, input: usize) -> Option<Qos> {
         self.inputs.get(input).map(|(_, r)| r.qos)
+    }
+
+    /// The per-field transforms of input slot `slot` (see [`crate::transform`]).
+    pub fn fields(&self, slot: usize) -> Option<&FieldRules> {
+        self.inputs.get(slot).map(|(_, r)| &*r.fields)
     }
 }
 

@@ -22,6 +22,10 @@
 //! committed and moved to the dead letters by the same trip to the SQLite thread, before
 //! the uplink is told it exists: the uplink never tries it, nothing waits behind it.
 //!
+//! Each reading first goes through its input's per-field transforms ([`crate::transform`]:
+//! drop, scale, rename); one its deadbands hold back is counted (`held_back`) and mapped to
+//! nothing.
+//!
 //! A reload hands over a new [`Routing`] (mapper and group commit) on a watch channel; it
 //! applies from the next reading on, and at once to a reading from an input slot the
 //! running mapper does not know yet (an input the reload started).
@@ -31,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::queue::threads::{self, Trip};
 use crate::queue::{lock, Appended, Live, QueueError, SharedQueue, SEQ_BLOCK};
 use crate::reading::Reading;
+use crate::transform::{self, Gate};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +98,9 @@ struct Committer {
     refused_log: RateLog,
     /// The live path, when an uplink takes messages before their commit.
     live: Option<Arc<Live>>,
+    /// Readings held back by deadbands since the last commit: counted in the queue file by
+    /// the next one.
+    held_back: u64,
 }
 
 /// Up to ten lines a minute one by one, then a count, summed up at the next minute.
@@ -220,9 +228,11 @@ impl Committer {
         let q = self.queue.clone();
         let now = crate::reading::now_ms();
         self.metrics.commit_since.store(now, Relaxed);
+        let held_back = std::mem::take(&mut self.held_back);
         self.in_flight = Some(threads::spawn(move || {
             let mut q = lock(&q);
             q.count_unwritten(unwritten);
+            q.count_held_back(held_back);
             // Numbers of messages never written are not handed out again.
             let stored_last = msgs.last().map_or(0, |m| m.seq);
             let r = q.append(&msgs);
@@ -295,7 +305,10 @@ pub async fn run(
         refused: Vec::new(),
         refused_log: RateLog::default(),
         live: live.clone(),
+        held_back: 0,
     };
+    // Report by exception: the last published values of each input and device.
+    let mut gate = Gate::default();
     let mut deadline: Option<Instant> = None;
     // The batch holds a message the live path did not offer.
     let mut unoffered = false;
@@ -340,6 +353,14 @@ pub async fn run(
             if !mapper.knows(reading.input) {
                 // From an input a reload started: its routing was sent before it was.
                 Routing { mapper, commit } = routing.borrow_and_update().clone();
+            }
+            let mut reading = reading;
+            if let Some(rules) = mapper.fields(reading.input) {
+                if !transform::apply(&mut gate, rules, &mut reading) {
+                    Metrics::add(&metrics.held_back, 1);
+                    c.held_back += 1;
+                    continue;
+                }
             }
             let from = batch.len();
             mapper.map(&reading, &mut next_seq, &mut batch);
@@ -389,6 +410,20 @@ pub async fn run(
     }
     c.start(&mut batch).await?;
     c.finish().await?;
+    if c.held_back > 0 {
+        // Nothing left to commit: the count waits in the queue for the next write or the
+        // clean stop.
+        let (q, n) = (c.queue.clone(), std::mem::take(&mut c.held_back));
+        if threads::spawn(move || lock(&q).count_held_back(n))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                held_back = n,
+                "Could not count readings held back in the queue file."
+            );
+        }
+    }
     debug!("Pipeline drained; all inputs closed.");
     Ok(())
 }
