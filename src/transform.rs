@@ -236,3 +236,364 @@ fn number(v: &Value) -> Option<f64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Stamp;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn rule() -> FieldRule {
+        FieldRule {
+            rename: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            deadband: None,
+            drop: false,
+        }
+    }
+
+    fn rules(list: Vec<(&str, FieldRule)>, max_interval: Option<Duration>) -> FieldRules {
+        let list = list.into_iter().map(|(n, r)| (Arc::from(n), r)).collect();
+        FieldRules::new(list, max_interval)
+    }
+
+    fn reading(at: Instant, fields: &[(&str, Value)]) -> Reading {
+        Reading {
+            input: 0,
+            stamp: Stamp {
+                wall_ms: 1_780_000_000_000,
+                synced: true,
+            },
+            at,
+            device: None,
+            fields: fields
+                .iter()
+                .map(|(n, v)| (Arc::from(*n), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn names(r: &Reading) -> Vec<&str> {
+        r.fields.iter().map(|(n, _)| &**n).collect()
+    }
+
+    #[test]
+    fn scale_and_offset_keep_integers_whole_when_they_can() {
+        assert_eq!(scaled(&Value::Int(215), 0.1, 0.0), Value::Float(21.5));
+        assert_eq!(scaled(&Value::Int(3), 0.1, 0.0), Value::Float(0.3));
+        assert_eq!(scaled(&Value::Int(3), 0.01, 0.0), Value::Float(0.03));
+        assert_eq!(scaled(&Value::Int(615), 0.1, -40.0), Value::Float(21.5));
+        assert_eq!(scaled(&Value::Int(10), 2.0, -40.0), Value::Int(-20));
+        assert_eq!(scaled(&Value::Int(10), 1.0, 0.5), Value::Float(10.5));
+        assert_eq!(
+            scaled(&Value::Int(i64::MAX), 2.0, 0.0),
+            Value::Float(i64::MAX as f64 * 2.0)
+        );
+        assert_eq!(scaled(&Value::Float(1.5), -2.0, 1.0), Value::Float(-2.0));
+        assert_eq!(
+            scaled(&Value::Text("7".into()), 2.0, 1.0),
+            Value::Text("7".into())
+        );
+        assert_eq!(scaled(&Value::Bool(true), 2.0, 1.0), Value::Bool(true));
+        // No value makes it panic: the largest scales and offsets the config accepts.
+        for v in [Value::Int(i64::MIN), Value::Int(-1), Value::Float(f64::MAX)] {
+            for (s, o) in [(f64::MAX, f64::MAX), (-f64::MAX, f64::MIN), (1e-300, 1e300)] {
+                let _ = scaled(&v, s, o);
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_is_dropped_then_scaled_then_renamed() {
+        let mut t = rule();
+        t.scale = 0.1;
+        t.offset = -40.0;
+        t.rename = Some(Arc::from("temp"));
+        let mut junk = rule();
+        junk.drop = true;
+        let r = rules(vec![("t", t), ("junk", junk)], None);
+        let mut gate = Gate::default();
+        let mut rd = reading(
+            Instant::now(),
+            &[
+                ("t", Value::Int(615)),
+                ("junk", Value::Int(1)),
+                ("h", Value::Int(40)),
+            ],
+        );
+        assert!(apply(&mut gate, &r, &mut rd));
+        assert_eq!(
+            rd.fields,
+            vec![
+                (Arc::from("temp"), Value::Float(21.5)),
+                (Arc::from("h"), Value::Int(40))
+            ]
+        );
+        assert!(gate.is_empty(), "no deadband, no max_interval: no state");
+    }
+
+    #[test]
+    fn a_rename_onto_a_name_the_frame_has_is_skipped() {
+        let mut a = rule();
+        a.rename = Some(Arc::from("b"));
+        let r = rules(vec![("a", a)], None);
+        let mut rd = reading(
+            Instant::now(),
+            &[("a", Value::Int(1)), ("b", Value::Int(2))],
+        );
+        rename(&r, &mut rd.fields);
+        assert_eq!(names(&rd), ["a", "b"]);
+        let mut rd = reading(
+            Instant::now(),
+            &[("a", Value::Int(1)), ("c", Value::Int(2))],
+        );
+        rename(&r, &mut rd.fields);
+        assert_eq!(names(&rd), ["b", "c"]);
+    }
+
+    #[test]
+    fn the_deadband_compares_with_the_last_published_value() {
+        let mut t = rule();
+        t.deadband = Some(0.5);
+        t.scale = 0.1;
+        let r = rules(vec![("t", t)], None);
+        let mut gate = Gate::default();
+        let t0 = Instant::now();
+        let mut published = Vec::new();
+        for (i, raw) in [200, 203, 205, 206, 210, 150].into_iter().enumerate() {
+            let mut rd = reading(
+                t0 + Duration::from_secs(i as u64),
+                &[("t", Value::Int(raw))],
+            );
+            if apply(&mut gate, &r, &mut rd) {
+                published.push(rd.fields[0].1.clone());
+            }
+        }
+        // 20.3 and 20.5 are within 0.5 of 20.0 (a move of exactly the deadband is not past
+        // it); 20.6 is not; 21.0 is within 0.5 of 20.6.
+        assert_eq!(
+            published,
+            [Value::Float(20.0), Value::Float(20.6), Value::Float(15.0)]
+        );
+    }
+
+    #[test]
+    fn text_changes_and_fields_that_come_or_go_are_always_published() {
+        let mut t = rule();
+        t.deadband = Some(100.0);
+        let r = rules(vec![("t", t)], None);
+        let mut gate = Gate::default();
+        let t0 = Instant::now();
+        let steps: [(&[(&str, Value)], bool); 6] = [
+            (
+                &[("t", Value::Int(1)), ("s", Value::Text("ok".into()))],
+                true,
+            ),
+            (
+                &[("t", Value::Int(2)), ("s", Value::Text("ok".into()))],
+                false,
+            ),
+            (
+                &[("t", Value::Int(2)), ("s", Value::Text("alarm".into()))],
+                true,
+            ),
+            (&[("t", Value::Int(2))], true),
+            (&[("t", Value::Int(2)), ("b", Value::Bool(false))], true),
+            (&[("t", Value::Int(2)), ("b", Value::Bool(true))], true),
+        ];
+        for (i, (fields, want)) in steps.into_iter().enumerate() {
+            let mut rd = reading(t0, fields);
+            assert_eq!(apply(&mut gate, &r, &mut rd), want, "step {i}");
+        }
+    }
+
+    #[test]
+    fn keys_are_input_slots_and_devices() {
+        let mut t = rule();
+        t.deadband = Some(1.0);
+        let r = rules(vec![("t", t)], None);
+        let mut gate = Gate::default();
+        let at = Instant::now();
+        let mut a = reading(at, &[("t", Value::Int(1))]);
+        a.device = Some(Arc::from("kitchen"));
+        let mut b = a.clone();
+        b.device = Some(Arc::from("cellar"));
+        let mut c = a.clone();
+        c.input = 1;
+        for rd in [&mut a, &mut b, &mut c] {
+            assert!(apply(&mut gate, &r, rd), "the first reading of each key");
+        }
+        assert!(!apply(&mut gate, &r, &mut a.clone()));
+        assert_eq!(gate.len(), 3);
+    }
+
+    #[test]
+    fn the_gate_keeps_at_most_its_capacity() {
+        let r = rules(vec![], Some(Duration::from_secs(60)));
+        let mut gate = Gate::default();
+        let t0 = Instant::now();
+        for i in 0..Gate::CAPACITY + 10 {
+            let mut rd = reading(
+                t0 + Duration::from_millis(i as u64),
+                &[("t", Value::Int(1))],
+            );
+            rd.device = Some(Arc::from(i.to_string().as_str()));
+            assert!(apply(&mut gate, &r, &mut rd));
+        }
+        assert_eq!(gate.len(), Gate::CAPACITY);
+        // The oldest went: its next reading is published as a first one.
+        let mut rd = reading(t0 + Duration::from_secs(1), &[("t", Value::Int(1))]);
+        rd.device = Some(Arc::from("0"));
+        assert!(apply(&mut gate, &r, &mut rd));
+        rd.device = Some(Arc::from((Gate::CAPACITY + 9).to_string().as_str()));
+        assert!(!apply(&mut gate, &r, &mut rd), "a recent key is kept");
+    }
+
+    proptest! {
+        /// Whole scales and offsets on integers are exact (checked in i128), else a float;
+        /// a float is `value * scale + offset` within a rounding.
+        #[test]
+        fn scale_and_offset_are_exact(
+            i in any::<i64>(),
+            s in -1_000_000i64..1_000_000,
+            o in any::<i32>(),
+            f in -1e12f64..1e12,
+            fs in prop_oneof![Just(0.1), Just(0.01), Just(0.001), -1e3f64..1e3],
+        ) {
+            let exact = i as i128 * s as i128 + o as i128;
+            let got = scaled(&Value::Int(i), s as f64, o as f64);
+            match i64::try_from(exact) {
+                Ok(e) => prop_assert_eq!(got, Value::Int(e)),
+                Err(_) => prop_assert_eq!(got, Value::Float(i as f64 * s as f64 + o as f64)),
+            }
+            prop_assert_eq!(scaled(&Value::Int(i), 1.0, 0.0), Value::Int(i));
+            let Value::Float(x) = scaled(&Value::Float(f), fs, o as f64) else {
+                panic!("a float stays a float");
+            };
+            let want = f * fs + o as f64;
+            prop_assert!((x - want).abs() <= 1e-9 * want.abs().max(1.0), "{} vs {}", x, want);
+        }
+
+        /// With deadbands and no max_interval a reading is published exactly when a field
+        /// moved past its deadband from its last published value: so consecutive published
+        /// values of a field differ by more than its deadband unless the other field moved,
+        /// and no reading that moved past it is held back.
+        #[test]
+        fn deadbands_publish_exactly_the_moves_past_them(
+            values in proptest::collection::vec((-1000i64..1000, -50.0f64..50.0), 1..200),
+            dx in 0.0f64..300.0,
+            dy in 0.0f64..20.0,
+        ) {
+            let (mut x, mut y) = (rule(), rule());
+            x.deadband = Some(dx);
+            y.deadband = Some(dy);
+            let r = rules(vec![("x", x), ("y", y)], None);
+            let mut gate = Gate::default();
+            let t0 = Instant::now();
+            let mut last: Option<(i64, f64)> = None;
+            for (k, (vx, vy)) in values.into_iter().enumerate() {
+                let at = t0 + Duration::from_secs(k as u64);
+                let mut rd = reading(at, &[("x", Value::Int(vx)), ("y", Value::Float(vy))]);
+                let published = apply(&mut gate, &r, &mut rd);
+                let moved_x = last.is_none_or(|(lx, _)| ((vx - lx).abs() as f64) > dx);
+                let moved_y = last.is_none_or(|(_, ly)| (vy - ly).abs() > dy);
+                prop_assert_eq!(published, moved_x || moved_y, "reading {}", k);
+                if let (true, Some((lx, ly))) = (published, last) {
+                    prop_assert!(
+                        (vx - lx).abs() as f64 > dx || (vy - ly).abs() > dy,
+                        "published without a move"
+                    );
+                }
+                if published {
+                    last = Some((vx, vy));
+                }
+            }
+        }
+
+        /// With max_interval m, the gap between published readings of a key never exceeds
+        /// m plus one reading period, whatever the values; a constant input read every p
+        /// with m a multiple of p publishes exactly every m.
+        #[test]
+        fn max_interval_bounds_the_silence(
+            steps in proptest::collection::vec((1u64..=1000, 0i64..3), 1..300),
+            m_ms in 1u64..5000,
+            p in 1u64..1000,
+            k in 1u64..20,
+        ) {
+            let mut x = rule();
+            x.deadband = Some(10.0);
+            let r = rules(vec![("x", x)], Some(Duration::from_millis(m_ms)));
+            let mut gate = Gate::default();
+            let t0 = Instant::now();
+            let (mut now, mut last) = (0u64, None::<u64>);
+            let period = steps.iter().map(|(d, _)| *d).max().unwrap_or(1);
+            for (gap, v) in steps {
+                now += gap;
+                let mut rd = reading(t0 + Duration::from_millis(now), &[("x", Value::Int(v))]);
+                if apply(&mut gate, &r, &mut rd) {
+                    if let Some(l) = last {
+                        prop_assert!(now - l <= m_ms + period, "{} ms of silence", now - l);
+                    }
+                    last = Some(now);
+                }
+            }
+            // Constant: exactly every k readings.
+            let r = rules(vec![], Some(Duration::from_millis(k * p)));
+            let mut gate = Gate::default();
+            let published: Vec<u64> = (0..100u64)
+                .filter(|i| {
+                    let at = t0 + Duration::from_millis(i * p);
+                    apply(&mut gate, &r, &mut reading(at, &[("x", Value::Int(7))]))
+                })
+                .collect();
+            let want: Vec<u64> = (0..100).step_by(k as usize).collect();
+            prop_assert_eq!(published, want);
+        }
+
+        /// Renames and drops, even ones the config would refuse, never lose or duplicate
+        /// another field: of a reading with distinct names, every field not dropped comes
+        /// out once, under its new name or its own, and the names stay distinct.
+        #[test]
+        fn renames_and_drops_never_lose_or_duplicate_a_field(
+            present in proptest::sample::subsequence(vec!["a", "b", "c", "d", "e"], 0..=5),
+            plan in proptest::collection::vec((0usize..5, 0usize..7, any::<bool>()), 0..6),
+        ) {
+            const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+            let mut list: Vec<(&str, FieldRule)> = Vec::new();
+            for (from, to, drop) in plan {
+                if list.iter().any(|(n, _)| *n == NAMES[from]) {
+                    continue;
+                }
+                let mut r = rule();
+                r.drop = drop;
+                r.rename = (!drop).then(|| Arc::from(NAMES[to]));
+                list.push((NAMES[from], r));
+            }
+            let r = rules(list, None);
+            let fields: Vec<(&str, Value)> = present
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n, Value::Int(i as i64)))
+                .collect();
+            let mut rd = reading(Instant::now(), &fields);
+            prop_assert!(apply(&mut Gate::default(), &r, &mut rd));
+            let kept: Vec<&(&str, Value)> = fields
+                .iter()
+                .filter(|(n, _)| !r.get(n).is_some_and(|r| r.drop))
+                .collect();
+            prop_assert_eq!(rd.fields.len(), kept.len());
+            let mut out = names(&rd);
+            for ((name, value), (was, v)) in rd.fields.iter().zip(kept) {
+                prop_assert_eq!(value, v);
+                let to = r.get(was).and_then(|r| r.rename.as_deref());
+                prop_assert!(&**name == *was || Some(&**name) == to);
+            }
+            out.sort();
+            out.dedup();
+            prop_assert_eq!(out.len(), rd.fields.len(), "names stay distinct");
+        }
+    }
+}
