@@ -532,6 +532,70 @@ mod tests {
         );
     }
 
+    /// An input's transforms apply before mapping: a reading its deadband holds back maps
+    /// to nothing and is counted, in memory and (with the commit, or at the clean stop
+    /// when it came last) in the queue file.
+    #[tokio::test]
+    async fn readings_a_deadband_holds_back_are_counted_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 1 << 30,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let queue = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let queue: SharedQueue = Arc::new(Mutex::new(queue));
+        let text = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             [[synthetic]]\nname = \"a\"\nrate = 1.0\ntopic = \"t/a\"\n\
+             fields.x = { rename = \"temp\", scale = 2, deadband = 0.5 }\nfields.y = { drop = true }\n";
+        let config = Config::parse(Path::new("p.toml"), text).unwrap();
+        // A commit per message: the last reading, held back, comes after the last commit.
+        let commit = GroupCommit {
+            every: 1,
+            linger: Duration::from_secs(1),
+        };
+        let routing = Routing::fixed(Mapper::new(&config), commit);
+        let (tx, rx) = mpsc::channel(16);
+        let (committed, _seen) = watch::channel(0);
+        let metrics = Arc::new(Metrics::default());
+        let p = tokio::spawn(run(
+            rx,
+            routing,
+            queue.clone(),
+            committed,
+            metrics.clone(),
+            None,
+        ));
+        let t0 = std::time::Instant::now();
+        for (i, x) in [10.0, 10.1, 10.3, 10.35].into_iter().enumerate() {
+            let mut r = reading("");
+            r.at = t0 + Duration::from_secs(i as u64);
+            r.fields = vec![
+                (Arc::from("x"), Value::Float(x)),
+                (Arc::from("y"), Value::Int(1)),
+            ];
+            tx.send(r).await.unwrap();
+        }
+        drop(tx);
+        p.await.unwrap().unwrap();
+        assert_eq!(Metrics::get(&metrics.held_back), 2);
+        let mut q = lock(&queue);
+        let rows = q.fetch_after(0, 10).unwrap();
+        let temps: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                assert!(v.get("x").is_none() && v.get("y").is_none(), "{v}");
+                v["temp"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(temps, [20.0, 20.6]);
+        // 20.2 was counted with the commit; 20.7 came after it and waits for the stop.
+        assert_eq!(q.stats(0).unwrap().held_back, 1);
+        assert!(q.mark_clean().unwrap());
+        assert_eq!(q.stats(0).unwrap().held_back, 2);
+    }
+
     /// A batch commits `commit_linger` after its first message, or at once when it reaches
     /// `commit_every`. Time is paused: the commit's own trip runs on a SQLite thread while
     /// the clock has no timer but the linger to jump to.

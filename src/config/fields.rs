@@ -291,14 +291,17 @@ pub(crate) fn rules(
             continue;
         };
         let target = to.get_ref().as_str();
+        // Of two renames onto one name, the later in the file is the error.
+        let earlier = |j: usize| raw.0[j].1.span().start < field.span().start;
         let taken = rules.iter().enumerate().find_map(|(j, (n, r))| {
             let out = r.rename.as_deref().unwrap_or(n);
-            (j != i && !r.drop && out == target).then(|| format!("field `{n}`"))
+            let first = r.rename.is_none() || earlier(j);
+            (j != i && !r.drop && out == target && first).then(|| format!("field `{n}`"))
         });
         let taken = taken.or_else(|| {
             let listed = known.unwrap_or(&[]).contains(&target);
             (listed && rules.iter().all(|(n, _)| &**n != target))
-                .then(|| format!("field `{target}` of this input"))
+                .then(|| "another field of this input".to_string())
         });
         if let Some(other) = taken {
             let key = format!("{key}.fields.{}.rename", name.get_ref());
