@@ -13,6 +13,7 @@ mod faults_config;
 mod faults_disk;
 mod faults_state;
 mod faults_uplink;
+mod fields;
 mod journal;
 mod layers;
 mod logs;
