@@ -349,12 +349,11 @@ pub async fn run(
             }
         }
         Metrics::add(&metrics.readings, inbox.len() as u64);
-        for reading in inbox.drain(..) {
+        for mut reading in inbox.drain(..) {
             if !mapper.knows(reading.input) {
                 // From an input a reload started: its routing was sent before it was.
                 Routing { mapper, commit } = routing.borrow_and_update().clone();
             }
-            let mut reading = reading;
             if let Some(rules) = mapper.fields(reading.input) {
                 if !transform::apply(&mut gate, rules, &mut reading) {
                     Metrics::add(&metrics.held_back, 1);

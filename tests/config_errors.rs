@@ -326,6 +326,7 @@ fn the_fields_example_is_valid() {
         "{SERIAL_KV}max_interval = \"15m\"\n\
          fields.t = {{ rename = \"temp\", scale = 0.1, offset = -40, unit = \"°C\", deadband = 0.2 }}\n\
          fields.debug = {{ drop = true }}\n\
+         fields.\"wind.speed\" = {{ scale = 0.514 }}\n\
          [serial.fields.h]\nrename = \"t\"\n\
          [[synthetic]]\nname = \"s\"\nrate = 1.0\ntopic = \"u\"\nfields.b = {{ scale = 2 }}\nfields.a = {{}}\n"
     );
@@ -337,6 +338,7 @@ fn the_fields_example_is_valid() {
     assert_eq!(t.unit.as_deref(), Some("°C"));
     assert!(rules.get("debug").unwrap().drop);
     assert_eq!(rules.get("h").unwrap().rename.as_deref(), Some("t"));
+    assert_eq!(rules.get("wind.speed").unwrap().scale, 0.514);
     assert_eq!(rules.max_interval, Some(Duration::from_secs(900)));
     assert!(rules.gated());
     let synthetic = &c.inputs[1];
