@@ -284,8 +284,8 @@ impl Config {
                 LineFormat::Raw => Some(vec!["value"]),
                 _ => None,
             };
-            let (raw_fields, prefix) = (&s.fields, format!("serial[{i}]"));
-            let rules = fields::rules(cx, raw_fields, &s.max_interval, &prefix, known.as_deref())?;
+            let prefix = format!("serial[{i}]");
+            let rules = fields::rules(cx, &s.fields, &s.max_interval, &prefix, known.as_deref())?;
             let field = known.map(|k| k.iter().map(|f| f.len()).max().unwrap_or(0));
             let field = field.unwrap_or(0).max(rules.longest_rename());
             route.fields = Arc::new(rules);
