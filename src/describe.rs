@@ -1,6 +1,6 @@
 //! The text `sensorgate check` prints: the config as the gateway resolved it.
 
-use crate::config::{Config, Connection, InputKind, Protocol, WhenFull};
+use crate::config::{Config, Connection, FieldRules, InputKind, Protocol, WhenFull};
 use crate::input::format::LineFormat;
 use crate::topic;
 use std::fmt::Write;
@@ -62,6 +62,27 @@ pub fn describe(c: &Config) -> String {
         q.commit_every,
         q.commit_linger
     );
+    match (&c.homeassistant, &m.batch) {
+        (None, _) => {}
+        (Some(_), Some(_)) => {
+            let _ = writeln!(
+                s,
+                "Home Assistant discovery: off: [mqtt.batch] sends batches, which Home Assistant cannot read"
+            );
+        }
+        (Some(h), None) => {
+            let _ = writeln!(
+                s,
+                "Home Assistant discovery: configs under {}/, sent again when {} says online{}",
+                h.prefix,
+                h.status_topic,
+                h.expire_after.map_or(String::new(), |e| format!(
+                    ", BLE entities expire after {}",
+                    humantime::format_duration(e)
+                ))
+            );
+        }
+    }
     let _ = writeln!(s, "inputs:");
     for i in &c.inputs {
         let what = match &i.kind {
@@ -116,6 +137,47 @@ pub fn describe(c: &Config) -> String {
             "    -> {} e.g. {example}",
             topic::describe(&i.route.topic, i.route.qos.as_u8(), i.route.retain)
         );
+        fields(&mut s, &i.route.fields);
     }
     s
+}
+
+/// The per-field transforms of an input, one line each, and how it reports.
+fn fields(s: &mut String, rules: &FieldRules) {
+    for (name, r) in rules.iter() {
+        if r.drop {
+            let _ = writeln!(s, "    field {name}: dropped");
+            continue;
+        }
+        let mut what = Vec::new();
+        if r.scale != 1.0 {
+            what.push(format!("scale {}", r.scale));
+        }
+        if r.offset != 0.0 {
+            what.push(format!("offset {}", r.offset));
+        }
+        if let Some(to) = &r.rename {
+            what.push(format!("published as {to}"));
+        }
+        if let Some(unit) = &r.unit {
+            what.push(format!("unit {unit}"));
+        }
+        if let Some(d) = r.deadband {
+            what.push(format!("deadband {d}"));
+        }
+        if what.is_empty() {
+            what.push("as read".to_string());
+        }
+        let _ = writeln!(s, "    field {name}: {}", what.join(", "));
+    }
+    if rules.gated() {
+        let _ = writeln!(
+            s,
+            "    report by exception: a field past its deadband (any change without one){}",
+            rules.max_interval.map_or(String::new(), |m| format!(
+                ", or {} since the last published reading",
+                humantime::format_duration(m)
+            ))
+        );
+    }
 }

@@ -124,6 +124,7 @@ pub async fn run(
             "bytes_written_per_day": written.and_then(|(w, secs)| crate::metrics::per_day(w, secs)),
             "readings": Metrics::get(&metrics.readings),
             "bad_frames": Metrics::get(&metrics.bad_frames),
+            "held_back": Metrics::get(&metrics.held_back),
             "acked": Metrics::get(&metrics.acked),
             "connects": Metrics::get(&metrics.connects),
             "ts": now.wall_ms,

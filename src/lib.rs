@@ -8,6 +8,8 @@
 //! - [`input`]: serial ports ([`input::format`] parses their lines), synthetic generators and
 //!   (feature `ble`) the BLE runtime on its own thread; each sends [`reading::Reading`]s into
 //!   one channel.
+//! - [`transform`]: per-field transforms (drop, scale, rename) and report by exception
+//!   (deadbands, `max_interval`), applied by the pipeline before mapping. Pure.
 //! - [`mapping`]: reading → messages (topic from a [`topic::Template`], payload). Pure.
 //! - [`pipeline`]: batches messages and commits each batch to the [`queue`] in one
 //!   transaction (group commit).
@@ -39,4 +41,5 @@ pub mod reading;
 pub mod reload;
 pub mod service;
 pub mod topic;
+pub mod transform;
 pub mod uplink;

@@ -214,7 +214,7 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                     "queue        {}\npending      {}\nbytes        {}\nreclaimable  {}\n\
                      oldest_age_s {:.1}\ndropped      {} ({} full, {} expired)\n\
                      last_seq     {}\ndead         {} ({} held, {} discarded)\n\
-                     unwritten    {}\n",
+                     unwritten    {}\nheld_back    {}\n",
                     path.display(),
                     stats.pending,
                     stats.bytes,
@@ -227,7 +227,8 @@ fn queue_command(command: QueueCommand) -> anyhow::Result<ExitCode> {
                     stats.dead,
                     stats.dead_held,
                     stats.dead_discarded,
-                    stats.unwritten
+                    stats.unwritten,
+                    stats.held_back
                 ))?;
                 if let Some(g) = gateway {
                     write_stdout(&format!(

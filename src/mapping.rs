@@ -18,7 +18,7 @@
 //! a PUBLISH larger than `[mqtt] max_message_size`) is found by [`Mapper::unsendable`]: the
 //! pipeline commits it straight to the dead letters, and the uplink never tries it.
 
-use crate::config::{Config, InputConfig, InputKind, Protocol, Qos, Route};
+use crate::config::{Config, FieldRules, InputConfig, InputKind, Protocol, Qos, Route};
 use crate::discovery::{Announcer, Entity, Site};
 use crate::reading::{mono_ms, write_json_string, Reading, Stamp};
 use std::fmt::Write;
@@ -179,7 +179,7 @@ impl Mapper {
                 model: slot.kind,
                 field,
                 value,
-                unit: None,
+                unit: slot.route.fields.unit_of(field),
                 state_topic: &state_topic,
                 json: !per_field,
                 expire_after: d.expire_after.filter(|_| slot.kind == "ble"),
@@ -288,6 +288,11 @@ impl Mapper {
 
     pub fn qos_of(&self, input: usize) -> Option<Qos> {
         self.inputs.get(input).map(|s| s.route.qos)
+    }
+
+    /// The per-field transforms of input slot `slot` (see [`crate::transform`]).
+    pub fn fields(&self, slot: usize) -> Option<&FieldRules> {
+        self.inputs.get(slot).map(|s| &*s.route.fields)
     }
 }
 

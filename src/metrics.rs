@@ -41,6 +41,9 @@ pub struct Metrics {
     /// written (each also counted in `acked`, never in `committed`).
     pub unwritten: AtomicU64,
     pub pending_unwritten: AtomicU64,
+    /// Readings not published because no field moved past its deadband (report by
+    /// exception, `src/transform.rs`): the operator's choice, not a loss.
+    pub held_back: AtomicU64,
 }
 
 impl Metrics {

@@ -22,6 +22,10 @@
 //! committed and moved to the dead letters by the same trip to the SQLite thread, before
 //! the uplink is told it exists: the uplink never tries it, nothing waits behind it.
 //!
+//! Each reading first goes through its input's per-field transforms ([`crate::transform`]:
+//! drop, scale, rename); one its deadbands hold back is counted (`held_back`) and mapped to
+//! nothing.
+//!
 //! A reload hands over a new [`Routing`] (mapper and group commit) on a watch channel; it
 //! applies from the next reading on, and at once to a reading from an input slot the
 //! running mapper does not know yet (an input the reload started).
@@ -32,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::queue::threads::{self, Trip};
 use crate::queue::{lock, Appended, Live, QueueError, SharedQueue, SEQ_BLOCK};
 use crate::reading::Reading;
+use crate::transform::{self, Gate};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +99,9 @@ struct Committer {
     refused_log: RateLog,
     /// The live path, when an uplink takes messages before their commit.
     live: Option<Arc<Live>>,
+    /// Readings held back by deadbands since the last commit: counted in the queue file by
+    /// the next one.
+    held_back: u64,
 }
 
 /// Up to ten lines a minute one by one, then a count, summed up at the next minute.
@@ -221,9 +229,11 @@ impl Committer {
         let q = self.queue.clone();
         let now = crate::reading::now_ms();
         self.metrics.commit_since.store(now, Relaxed);
+        let held_back = std::mem::take(&mut self.held_back);
         self.in_flight = Some(threads::spawn(move || {
             let mut q = lock(&q);
             q.count_unwritten(unwritten);
+            q.count_held_back(held_back);
             // Numbers of messages never written are not handed out again.
             let stored_last = msgs.last().map_or(0, |m| m.seq);
             let r = q.append(&msgs);
@@ -297,7 +307,10 @@ pub async fn run(
         refused: Vec::new(),
         refused_log: RateLog::default(),
         live: live.clone(),
+        held_back: 0,
     };
+    // Report by exception: the last published values of each input and device.
+    let mut gate = Gate::default();
     let mut deadline: Option<Instant> = None;
     // The batch holds a message the live path did not offer.
     let mut unoffered = false;
@@ -349,10 +362,17 @@ pub async fn run(
             }
         }
         Metrics::add(&metrics.readings, inbox.len() as u64);
-        for reading in inbox.drain(..) {
+        for mut reading in inbox.drain(..) {
             if !mapper.knows(reading.input) {
                 // From an input a reload started: its routing was sent before it was.
                 Routing { mapper, commit } = routing.borrow_and_update().clone();
+            }
+            if let Some(rules) = mapper.fields(reading.input) {
+                if !transform::apply(&mut gate, rules, &mut reading) {
+                    Metrics::add(&metrics.held_back, 1);
+                    c.held_back += 1;
+                    continue;
+                }
             }
             let from = batch.len();
             mapper.announce(&reading, &mut announcer, &mut next_seq, &mut batch);
@@ -403,6 +423,20 @@ pub async fn run(
     }
     c.start(&mut batch).await?;
     c.finish().await?;
+    if c.held_back > 0 {
+        // Nothing left to commit: the count waits in the queue for the next write or the
+        // clean stop.
+        let (q, n) = (c.queue.clone(), std::mem::take(&mut c.held_back));
+        if threads::spawn(move || lock(&q).count_held_back(n))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                held_back = n,
+                "Could not count readings held back in the queue file."
+            );
+        }
+    }
     debug!("Pipeline drained; all inputs closed.");
     Ok(())
 }
@@ -510,6 +544,71 @@ mod tests {
             "{}",
             dead[0].reason
         );
+    }
+
+    /// An input's transforms apply before mapping: a reading its deadband holds back maps
+    /// to nothing and is counted, in memory and (with the commit, or at the clean stop
+    /// when it came last) in the queue file.
+    #[tokio::test]
+    async fn readings_a_deadband_holds_back_are_counted_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            max_size: 1 << 30,
+            when_full: crate::config::WhenFull::DropOldest,
+            synchronous_full: false,
+        };
+        let queue = Queue::open(&dir.path().join("queue.db"), opts).unwrap();
+        let queue: SharedQueue = Arc::new(Mutex::new(queue));
+        let text = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             [[synthetic]]\nname = \"a\"\nrate = 1.0\ntopic = \"t/a\"\n\
+             fields.x = { rename = \"temp\", scale = 2, deadband = 0.5 }\nfields.y = { drop = true }\n";
+        let config = Config::parse(Path::new("p.toml"), text).unwrap();
+        // A commit per message: the last reading, held back, comes after the last commit.
+        let commit = GroupCommit {
+            every: 1,
+            linger: Duration::from_secs(1),
+        };
+        let routing = Routing::fixed(Mapper::new(&config), commit);
+        let (tx, rx) = mpsc::channel(16);
+        let (committed, _seen) = watch::channel(0);
+        let metrics = Arc::new(Metrics::default());
+        let p = tokio::spawn(run(
+            rx,
+            routing,
+            queue.clone(),
+            committed,
+            metrics.clone(),
+            None,
+            Default::default(),
+        ));
+        let t0 = std::time::Instant::now();
+        for (i, x) in [10.0, 10.1, 10.3, 10.35].into_iter().enumerate() {
+            let mut r = reading("");
+            r.at = t0 + Duration::from_secs(i as u64);
+            r.fields = vec![
+                (Arc::from("x"), Value::Float(x)),
+                (Arc::from("y"), Value::Int(1)),
+            ];
+            tx.send(r).await.unwrap();
+        }
+        drop(tx);
+        p.await.unwrap().unwrap();
+        assert_eq!(Metrics::get(&metrics.held_back), 2);
+        let mut q = lock(&queue);
+        let rows = q.fetch_after(0, 10).unwrap();
+        let temps: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                assert!(v.get("x").is_none() && v.get("y").is_none(), "{v}");
+                v["temp"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(temps, [20.0, 20.6]);
+        // 20.2 was counted with the commit; 20.7 came after it and waits for the stop.
+        assert_eq!(q.stats(0).unwrap().held_back, 1);
+        assert!(q.mark_clean().unwrap());
+        assert_eq!(q.stats(0).unwrap().held_back, 2);
     }
 
     /// A batch commits `commit_linger` after its first message, or at once when it reaches

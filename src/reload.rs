@@ -217,4 +217,32 @@ mod tests {
         level.log_level = Some("debug".into());
         assert!(matches!(compare(&base, &level), Change::Refused(_)));
     }
+
+    /// A change of an input's `fields` or `max_interval` alone is a change of the input:
+    /// it restarts in a new slot, so its deadbands start afresh.
+    #[test]
+    fn a_change_of_fields_alone_changes_the_input() {
+        let text = |rule: &str| {
+            format!(
+                "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+                 [[synthetic]]\nname = \"a\"\nrate = 1.0\ntopic = \"t/a\"\n{rule}"
+            )
+        };
+        let parse = |rule: &str| Config::parse(Path::new("r.toml"), &text(rule)).unwrap();
+        let base = parse("fields.x = { deadband = 0.5 }\n");
+        for other in [
+            "fields.x = { deadband = 0.6 }\n",
+            "fields.x = { deadband = 0.5, unit = \"K\" }\n",
+            "fields.x = { deadband = 0.5 }\nmax_interval = \"1m\"\n",
+            "fields = [\"x\"]\n",
+        ] {
+            assert_eq!(
+                input_changes(&base.inputs, &parse(other).inputs),
+                ["a (changed)"],
+                "{other}"
+            );
+        }
+        let same = parse("fields.x = { deadband = 0.5 }\n");
+        assert_eq!(compare(&base, &same), Change::None);
+    }
 }

@@ -131,3 +131,248 @@ fn every_bad_config_names_file_line_key_and_reason() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A `[[serial]]` input of ten lines, for the `fields` cases below to continue.
+const SERIAL_KV: &str = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+    [[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"kv\"\ntopic = \"t\"\n";
+const SERIAL_CSV: &str = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+    [[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"csv\"\ncolumns = [\"t\", \"h\"]\ntopic = \"t\"\n";
+const SYNTHETIC: &str = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+    [[synthetic]]\nname = \"s\"\nrate = 1.0\ntopic = \"t\"\n";
+
+/// Per-field transforms: (what is wrong, the input before, what follows it, line, key, words).
+const BAD_FIELDS: &[(&str, &str, &str, usize, &str, &str)] = &[
+    (
+        "rename onto a field kept",
+        SERIAL_KV,
+        "fields.a = { rename = \"b\" }\nfields.b = { scale = 2 }\n",
+        11,
+        "serial[0].fields.a.rename",
+        "already the name of field `b`",
+    ),
+    (
+        "two renames onto one name",
+        SERIAL_KV,
+        "[serial.fields.t]\nrename = \"b\"\n[serial.fields.u]\nrename = \"b\"\n",
+        14,
+        "serial[0].fields.u.rename",
+        "already the name of field `t`",
+    ),
+    (
+        "rename onto a csv column",
+        SERIAL_CSV,
+        "fields.t = { rename = \"h\" }\n",
+        12,
+        "serial[0].fields.t.rename",
+        "another field of this input",
+    ),
+    (
+        "rename onto a generated field",
+        SYNTHETIC,
+        "fields.a = { rename = \"b\" }\nfields.b = {}\n",
+        10,
+        "synthetic[0].fields.a.rename",
+        "already the name of field `b`",
+    ),
+    (
+        "empty rename",
+        SERIAL_KV,
+        "fields.a = { rename = \"\" }\n",
+        11,
+        "serial[0].fields.a.rename",
+        "non-empty",
+    ),
+    (
+        "rename to a gateway field",
+        SERIAL_KV,
+        "fields.a = { rename = \"_seq\" }\n",
+        11,
+        "serial[0].fields.a.rename",
+        "the gateway's own",
+    ),
+    (
+        "empty field name",
+        SERIAL_KV,
+        "fields.\"\" = { scale = 2 }\n",
+        11,
+        "serial[0].fields.",
+        "non-empty",
+    ),
+    (
+        "rule for no column",
+        SERIAL_CSV,
+        "fields.x = { scale = 2 }\n",
+        12,
+        "serial[0].fields.x",
+        "not a field of this input (it has t, h)",
+    ),
+    (
+        "zero scale",
+        SERIAL_KV,
+        "fields.t = { scale = 0 }\n",
+        11,
+        "serial[0].fields.t.scale",
+        "other than 0",
+    ),
+    (
+        "nan scale",
+        SERIAL_KV,
+        "fields.t = { scale = nan }\n",
+        11,
+        "serial[0].fields.t.scale",
+        "finite",
+    ),
+    (
+        "infinite offset",
+        SERIAL_KV,
+        "[serial.fields.t]\noffset = -inf\n",
+        12,
+        "serial[0].fields.t.offset",
+        "finite",
+    ),
+    (
+        "negative deadband",
+        SERIAL_KV,
+        "fields.t = { deadband = -1 }\n",
+        11,
+        "serial[0].fields.t.deadband",
+        "0 or more",
+    ),
+    (
+        "drop and scale",
+        SERIAL_KV,
+        "fields.t = { drop = true, scale = 2 }\n",
+        11,
+        "serial[0].fields.t.scale",
+        "dropped",
+    ),
+    (
+        "empty unit",
+        SERIAL_KV,
+        "fields.t = { unit = \"\" }\n",
+        11,
+        "serial[0].fields.t.unit",
+        "non-empty",
+    ),
+    (
+        "unknown key in a rule",
+        SERIAL_KV,
+        "fields.t = { colour = 1 }\n",
+        11,
+        "serial.fields.t",
+        "unknown field `colour`",
+    ),
+    (
+        "scale as text",
+        SERIAL_KV,
+        "fields.t = { scale = \"x\" }\n",
+        11,
+        "serial.fields.t",
+        "expected f64",
+    ),
+    (
+        "fields as a list",
+        SERIAL_KV,
+        "fields = [\"a\"]\n",
+        11,
+        "serial.fields",
+        "a table of field names",
+    ),
+    (
+        "max_interval of 0s",
+        SERIAL_KV,
+        "max_interval = \"0s\"\n",
+        11,
+        "serial[0].max_interval",
+        "between 1s and 30d",
+    ),
+    (
+        "max_interval not a duration",
+        SYNTHETIC,
+        "fields = [\"a\"]\nmax_interval = \"soon\"\n",
+        11,
+        "synthetic[0].max_interval",
+        "not a duration",
+    ),
+];
+
+#[test]
+fn every_bad_field_rule_names_file_line_key_and_reason() {
+    let mut failures = Vec::new();
+    for (what, input, rest, line, key, words) in BAD_FIELDS {
+        match Config::parse(Path::new("bad.toml"), &format!("{input}{rest}")) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(e) => {
+                let shown = e.to_string();
+                if e.file != "bad.toml"
+                    || e.line != *line
+                    || e.key != *key
+                    || !shown.contains(words)
+                {
+                    failures.push(format!("{what}: got {shown:?} (line {}, key {:?}); want line {line}, key {key:?}, words {words:?}", e.line, e.key));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The transforms of the README's example, as the gateway reads them; a `[[synthetic]]`
+/// names its fields with their rules; a rename may swap two names.
+#[test]
+fn the_fields_example_is_valid() {
+    use std::time::Duration;
+    let text = format!(
+        "{SERIAL_KV}max_interval = \"15m\"\n\
+         fields.t = {{ rename = \"temp\", scale = 0.1, offset = -40, unit = \"°C\", deadband = 0.2 }}\n\
+         fields.debug = {{ drop = true }}\n\
+         fields.\"wind.speed\" = {{ scale = 0.514 }}\n\
+         [serial.fields.h]\nrename = \"t\"\n\
+         [[synthetic]]\nname = \"s\"\nrate = 1.0\ntopic = \"u\"\nfields.b = {{ scale = 2 }}\nfields.a = {{}}\n"
+    );
+    let c = Config::parse(Path::new("sensorgate.toml"), &text).unwrap();
+    let rules = &c.inputs[0].route.fields;
+    let t = rules.get("t").unwrap();
+    assert_eq!(t.rename.as_deref(), Some("temp"));
+    assert_eq!((t.scale, t.offset, t.deadband), (0.1, -40.0, Some(0.2)));
+    assert_eq!(t.unit.as_deref(), Some("°C"));
+    assert!(rules.get("debug").unwrap().drop);
+    assert_eq!(rules.get("h").unwrap().rename.as_deref(), Some("t"));
+    assert_eq!(rules.get("wind.speed").unwrap().scale, 0.514);
+    assert_eq!(rules.max_interval, Some(Duration::from_secs(900)));
+    assert!(rules.gated());
+    let synthetic = &c.inputs[1];
+    match &synthetic.kind {
+        sensorgate::config::InputKind::Synthetic(s) => {
+            let names: Vec<&str> = s.fields.iter().map(|f| &**f).collect();
+            assert_eq!(names, ["a", "b"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(synthetic.route.fields.get("b").unwrap().scale, 2.0);
+    assert!(!synthetic.route.fields.gated());
+}
+
+#[cfg(feature = "ble")]
+#[test]
+fn a_bad_ble_field_rule_names_its_key() {
+    let text = "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+        [[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\nallow_unknown = true\n\
+        fields.temperature = { deadband = -0.1 }\n";
+    let e = Config::parse(Path::new("bad.toml"), text).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (10, "ble[0].fields.temperature.deadband")
+    );
+    let good = text.replace("-0.1", "0.2") + "max_interval = \"1h\"\n";
+    let c = Config::parse(Path::new("good.toml"), &good).unwrap();
+    assert_eq!(
+        c.inputs[0]
+            .route
+            .fields
+            .get("temperature")
+            .unwrap()
+            .deadband,
+        Some(0.2)
+    );
+}

@@ -47,6 +47,8 @@ fn values_at_the_edges_are_refused_where_they_are_written() {
         ("long username", format!("{HEAD}username = \"{}\"\n", "u".repeat(70_000)), "mqtt.username", "at most"),
         ("tiny rate", format!("{HEAD}[[synthetic]]\nname = \"s\"\nrate = 1e-300\nfields = [\"x\"]\ntopic = \"t\"\n"), "synthetic[0].rate", "at least"),
         ("reopen_max", format!("{HEAD}{}", serial("a", "/dev/ttyS0", &format!("reopen_max = {huge}\n"))), "serial[0].reopen_max", "between"),
+        ("max_interval", format!("{HEAD}{}", serial("a", "/dev/ttyS0", &format!("max_interval = {huge}\n"))), "serial[0].max_interval", "between"),
+        ("long rename", format!("{HEAD}{}", serial("a", "/dev/ttyS0", &format!("[serial.fields.x]\nrename = \"{}\"\n", "r".repeat(70_000)))), "serial[0].fields.x.rename", "at most"),
         ("baud 0", format!("{HEAD}{}", serial("a", "/dev/ttyS0", "baud = 0\n")), "serial[0].baud", "between"),
         ("long input name", format!("{HEAD}{}", serial(&"n".repeat(1000), "/dev/ttyS0", "")), "serial[0].name", "at most"),
         ("topic over 65535 bytes", format!("{HEAD}[[serial]]\nname = \"a\"\ndevice = \"/dev/ttyS0\"\nformat = \"json\"\ntopic = \"{long_topic}\"\n"), "serial[0].topic", "65535"),
@@ -114,10 +116,14 @@ fn max_config(dir: &Path, url: &str, persistent: bool) -> String {
          replay_rate = 1000000\n{connection}\
          [mqtt.batch]\nmax_readings = 10000\nmax_delay = \"1d\"\n\n\
          [queue]\nmax_size = \"1TiB\"\nmax_age = \"3650d\"\ncommit_every = 100000\ncommit_linger = \"1m\"\n\n\
-         [[synthetic]]\nname = \"{}\"\nrate = 1000000\nfields = [\"x\"]\ntopic = \"edge/{{gateway}}/{{input}}\"\ncount = 20\n\n\
+         [[synthetic]]\nname = \"{}\"\nrate = 1000000\ntopic = \"edge/{{gateway}}/{{input}}\"\ncount = 20\n\
+         max_interval = \"30d\"\nfields.x = {{ scale = 1.7976931348623157e308, offset = -1.7976931348623157e308, \
+         deadband = 1.7976931348623157e308, rename = \"{}\", unit = \"{}\" }}\n\n\
          [[synthetic]]\nname = \"slow\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\n{}",
         dir.join("state").display(),
         "i".repeat(128),
+        "r".repeat(128),
+        "u".repeat(128),
         ble("1d", "1d", "1h", "1d"),
     )
 }
@@ -146,7 +152,8 @@ fn min_config(dir: &Path, url: &str) -> String {
          replay_rate = 0.01\n\
          [mqtt.batch]\nmax_readings = 1\nmax_delay = \"0s\"\n\n\
          [queue]\nmax_size = \"64KiB\"\nmax_age = \"1s\"\ncommit_every = 1\ncommit_linger = \"0s\"\n\n\
-         [[synthetic]]\nname = \"s\"\nrate = 0.001\nfields = [\"x\"]\ntopic = \"edge/{{input}}\"\ncount = 1\n{}",
+         [[synthetic]]\nname = \"s\"\nrate = 0.001\ntopic = \"edge/{{input}}\"\ncount = 1\n\
+         max_interval = \"1s\"\nfields.x = {{ scale = 5e-324, offset = -0.0, deadband = 0.0, rename = \"r\", unit = \"u\" }}\n{}",
         dir.join("state").display(),
         ble("0s", "500ms", "10ms", "100ms"),
     )
@@ -304,12 +311,20 @@ const KEYS: &[(&str, &str, char)] = &[
     ("serial", "reopen_max", 'd'),
     ("serial", "topic", 's'),
     ("serial", "name", 's'),
+    ("serial", "max_interval", 'd'),
+    ("serial", "fields.x.scale", 'f'),
+    ("serial", "fields.x.offset", 'f'),
+    ("serial", "fields.x.deadband", 'f'),
+    ("serial", "fields.x.rename", 's'),
+    ("serial", "fields.x.unit", 's'),
+    ("synthetic", "max_interval", 'd'),
     ("synthetic", "rate", 'f'),
     ("synthetic", "count", 'i'),
     ("ble", "min_interval", 'd'),
     ("ble", "scan_stall", 'd'),
     ("ble", "retry_min", 'd'),
     ("ble", "retry_max", 'd'),
+    ("ble", "max_interval", 'd'),
 ];
 
 fn value(kind: char) -> BoxedStrategy<String> {

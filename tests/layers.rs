@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config/"]),
     (
         "inputs and mapping",
-        &["input/", "mapping.rs", "discovery/"],
+        &["input/", "mapping.rs", "transform.rs", "discovery/"],
     ),
     ("queue", &["queue/"]),
     ("pipeline and uplink", &["pipeline.rs", "uplink/"]),
@@ -146,5 +146,6 @@ fn the_check_sees_paths_and_groups() {
     assert_eq!(joined, ["queue", "reading::now_ms", "a", "b::c"]);
     assert_eq!(layer("input/format.rs"), 1);
     assert_eq!(layer("input/ble/gatt.rs"), 3);
+    assert_eq!(layer("transform.rs"), 3);
     assert_eq!(layer("gateway.rs"), 6);
 }

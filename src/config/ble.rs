@@ -32,6 +32,10 @@ pub struct RawBle {
     pub device: Vec<RawBleDevice>,
     #[serde(default)]
     pub gatt: Vec<RawGatt>,
+    /// Per-field transforms (`fields.<name> = { ... }`) and report by exception.
+    #[serde(default)]
+    pub fields: super::fields::RawFields,
+    pub max_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +113,15 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
             "this sensorgate was built without BLE support (cargo feature `ble`)",
         ));
     }
-    let route = cx.route(&b.topic, &b.qos, b.retain, &key("topic"), &key("qos"))?;
+    let mut route = cx.route(&b.topic, &b.qos, b.retain, &key("topic"), &key("qos"))?;
+    let prefix = format!("ble[{i}]");
+    route.fields = Arc::new(super::fields::rules(
+        cx,
+        &b.fields,
+        &b.max_interval,
+        &prefix,
+        None,
+    )?);
     let adapter = match &b.adapter {
         None => None,
         Some(a) if !a.get_ref().is_empty() && !a.get_ref().contains(['/', ' ']) => {

@@ -65,6 +65,10 @@ pub const BLE_RETRY_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
 /// `ble.gatt.every` (mode "read").
 pub const GATT_EVERY: RangeInclusive<Duration> = ms(100)..=s(DAY);
 
+/// `max_interval` of any input (report by exception: the longest silence of an unchanged
+/// value).
+pub const MAX_INTERVAL: RangeInclusive<Duration> = s(1)..=s(30 * DAY);
+
 /// `gateway.id`, an input's name, a BLE alias: bytes. They end up in topics and the
 /// default client id.
 pub const NAME_BYTES: usize = 128;

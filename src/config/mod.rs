@@ -6,6 +6,7 @@
 //! line and the key; nothing later can fail because of a config value.
 
 pub mod ble;
+pub mod fields;
 pub mod homeassistant;
 pub mod limits;
 pub mod link;
@@ -19,6 +20,7 @@ pub mod units;
 pub(crate) use locate::Cx;
 
 pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
+pub use fields::{FieldRule, FieldRules};
 pub use homeassistant::HomeAssistantConfig;
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
 
@@ -160,12 +162,14 @@ impl Default for QueueConfig {
     }
 }
 
-/// Where an input's readings go.
+/// Where an input's readings go, and what is done to them on the way (`fields`).
 #[derive(Debug, Clone)]
 pub struct Route {
     pub topic: Template,
     pub qos: Qos,
     pub retain: bool,
+    /// The per-field transforms; none until the input's validation sets them.
+    pub fields: Arc<FieldRules>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,24 +284,22 @@ impl Config {
         for (i, s) in raw.serial.into_iter().enumerate() {
             let key = |k: &str| format!("serial[{i}].{k}");
             let name = check_name(&s.name, &key("name"))?;
-            let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
+            let mut route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
             cx.no_device(&route, &s.topic, &key("topic"))?;
             let format = cx.line_format(&s, i)?;
-            let field = match &format {
-                LineFormat::Csv { columns, .. } => columns.iter().map(|c| c.len()).max(),
-                LineFormat::Regex(re) => re.capture_names().flatten().map(str::len).max(),
+            let known: Option<Vec<&str>> = match &format {
+                LineFormat::Csv { columns, .. } => Some(columns.iter().map(|c| &**c).collect()),
+                LineFormat::Regex(re) => Some(re.capture_names().flatten().collect()),
+                LineFormat::Raw => Some(vec!["value"]),
                 _ => None,
             };
+            let prefix = format!("serial[{i}]");
+            let rules = fields::rules(cx, &s.fields, &s.max_interval, &prefix, known.as_deref())?;
+            let field = known.map(|k| k.iter().map(|f| f.len()).max().unwrap_or(0));
+            let field = field.unwrap_or(0).max(rules.longest_rename());
+            route.fields = Arc::new(rules);
             let (gw, topic) = (&gateway.id, &s.topic);
-            cx.topic_fits(
-                &route,
-                topic,
-                &key("topic"),
-                gw,
-                &name,
-                0,
-                field.unwrap_or(0),
-            )?;
+            cx.topic_fits(&route, topic, &key("topic"), gw, &name, 0, field)?;
             let serial = cx.serial(&s, i, format)?;
             cx.one_reader(&mut devices, &s.device, &name, &key("device"))?;
             inputs.push(InputConfig {
@@ -309,8 +311,13 @@ impl Config {
         for (i, s) in raw.synthetic.into_iter().enumerate() {
             let key = |k: &str| format!("synthetic[{i}].{k}");
             let name = check_name(&s.name, &key("name"))?;
-            let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
+            let mut route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
             cx.no_device(&route, &s.topic, &key("topic"))?;
+            let names = s.fields.get_ref().names();
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            let rules = s.fields.get_ref().rules();
+            let prefix = format!("synthetic[{i}]");
+            let rules = fields::rules(cx, rules, &s.max_interval, &prefix, Some(&known))?;
             let rate = *s.rate.get_ref();
             if !limits::SYNTHETIC_RATE.contains(&rate) {
                 let (lo, hi) = (limits::SYNTHETIC_RATE.start(), limits::SYNTHETIC_RATE.end());
@@ -320,16 +327,12 @@ impl Config {
                     &format!("readings per second: more than 0 (at least {lo}) and at most {hi}"),
                 ));
             }
-            if s.fields.get_ref().is_empty() {
+            if names.is_empty() {
                 return Err(cx.at(&s.fields, &key("fields"), "name at least one field"));
             }
-            let field = s
-                .fields
-                .get_ref()
-                .iter()
-                .map(String::len)
-                .max()
-                .unwrap_or(0);
+            let field = names.iter().map(String::len).max().unwrap_or(0);
+            let field = field.max(rules.longest_rename());
+            route.fields = Arc::new(rules);
             let (gw, topic) = (&gateway.id, &s.topic);
             cx.topic_fits(&route, topic, &key("topic"), gw, &name, 0, field)?;
             let count = match &s.count {
@@ -337,12 +340,7 @@ impl Config {
                 Some(c) if *c.get_ref() > 0 => Some(*c.get_ref() as u64),
                 Some(c) => return Err(cx.at(c, &key("count"), "must be at least 1")),
             };
-            let fields = s
-                .fields
-                .get_ref()
-                .iter()
-                .map(|f| Arc::from(f.as_str()))
-                .collect();
+            let fields = names.iter().map(|f| Arc::from(f.as_str())).collect();
             inputs.push(InputConfig {
                 name,
                 route,
@@ -377,12 +375,8 @@ impl Config {
                 .iter()
                 .filter_map(|d| d.alias.as_ref())
                 .map(|a| a.len());
-            let field = ble
-                .gatt
-                .iter()
-                .map(|g| g.decode.field.len())
-                .max()
-                .unwrap_or(0);
+            let field = ble.gatt.iter().map(|g| g.decode.field.len()).max();
+            let field = field.unwrap_or(0).max(route.fields.longest_rename());
             let (gw, topic) = (&gateway.id, &b.topic);
             let (key, device) = (format!("ble[{i}].topic"), device.max().unwrap_or(0).max(17));
             cx.topic_fits(&route, topic, &key, gw, &name, device, field)?;

@@ -137,6 +137,10 @@ pub struct RawSerial {
     pub max_line: Option<Spanned<i64>>,
     pub reopen_min: Option<Spanned<String>>,
     pub reopen_max: Option<Spanned<String>>,
+    /// Per-field transforms (`fields.<name> = { ... }`) and report by exception.
+    #[serde(default)]
+    pub fields: super::fields::RawFields,
+    pub max_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +149,9 @@ pub struct RawSynthetic {
     pub name: Spanned<String>,
     /// Readings per second.
     pub rate: Spanned<f64>,
-    pub fields: Spanned<Vec<String>>,
+    /// The generated fields, a list of names or a table of names with their transforms.
+    pub fields: Spanned<super::fields::RawSyntheticFields>,
+    pub max_interval: Option<Spanned<String>>,
     pub topic: Spanned<String>,
     pub qos: Option<Spanned<i64>>,
     #[serde(default)]

@@ -125,6 +125,7 @@ impl Cx<'_> {
             topic: template,
             qos,
             retain,
+            fields: Arc::default(),
         })
     }
 

@@ -357,6 +357,7 @@ impl Parts {
             committed = Metrics::get(&metrics.committed),
             acked = Metrics::get(&metrics.acked),
             bad_frames = Metrics::get(&metrics.bad_frames),
+            held_back = Metrics::get(&metrics.held_back),
             dropped = Metrics::get(&metrics.dropped),
             dead = Metrics::get(&metrics.dead),
             flaps = Metrics::get(&metrics.flaps),

@@ -133,6 +133,9 @@ impl Queue {
         if self.unsaved_unwritten > 0 {
             meta_add.execute(params!["unwritten", self.unsaved_unwritten as i64])?;
         }
+        if self.unsaved_held_back > 0 {
+            meta_add.execute(params!["held_back", self.unsaved_held_back as i64])?;
+        }
         meta_add.execute(params!["bytes", bytes as i64 - self.bytes as i64])?;
         if reclaimed > 0 {
             meta_add.execute(params!["released_bytes", -(reclaimed as i64)])?;
@@ -142,6 +145,7 @@ impl Queue {
         self.reclaimable = reclaimable;
         self.unsaved_dropped = 0;
         self.unsaved_unwritten = 0;
+        self.unsaved_held_back = 0;
         self.bytes = bytes;
         self.next_id = self.next_id.max(batch.last().map_or(0, |m| m.seq) + 1);
         self.seq_reserved = self.seq_reserved.max(self.next_id - 1);
@@ -171,6 +175,12 @@ impl Queue {
     /// write of its own: that would cost what skipping the commit saved).
     pub fn count_unwritten(&mut self, n: u64) {
         self.unsaved_unwritten += n;
+    }
+
+    /// Counts `n` readings held back by their deadbands (report by exception): saved in
+    /// `meta.held_back` as [`Queue::count_unwritten`] saves its count.
+    pub fn count_held_back(&mut self, n: u64) {
+        self.unsaved_held_back += n;
     }
 
     /// The numbers recorded as handed out ([`Queue::reserve_seq`]).

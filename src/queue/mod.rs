@@ -130,6 +130,8 @@ pub struct Queue {
     seq_reserved: i64,
     /// Messages sent without being written, not yet counted in `meta.unwritten`.
     unsaved_unwritten: u64,
+    /// Readings held back by deadbands, not yet counted in `meta.held_back`.
+    unsaved_held_back: u64,
     bytes: u64,
     /// Drops that could not be written to `meta` yet (the disk was full); written by the
     /// next transaction that can ([`Queue::maintain`] at the latest).
@@ -246,6 +248,7 @@ impl Queue {
             next_id: last + 1,
             seq_reserved: last,
             unsaved_unwritten: 0,
+            unsaved_held_back: 0,
             bytes: bytes.max(0) as u64,
             unsaved_dropped: 0,
             reclaimable,
@@ -271,6 +274,7 @@ impl Queue {
         let full = self.opts.synchronous_full;
         let (reserved, next_id) = (self.seq_reserved, self.next_id);
         let unwritten = self.unsaved_unwritten;
+        let held_back = self.unsaved_held_back;
         let run = |conn: &Connection| -> Result<bool, rusqlite::Error> {
             // The WAL goes into the file first, so that the flag is not followed by a
             // checkpoint of up to a thousand pages when the connection closes: a disk that
@@ -291,6 +295,9 @@ impl Queue {
             }
             if unwritten > 0 {
                 conn.execute(sql::META_ADD, params!["unwritten", unwritten as i64])?;
+            }
+            if held_back > 0 {
+                conn.execute(sql::META_ADD, params!["held_back", held_back as i64])?;
             }
             conn.execute(sql::META_SET, params!["clean", 1])?;
             if !full {

@@ -88,6 +88,9 @@ pub struct Stats {
     /// Messages the broker acknowledged before their commit, never written (saved with the
     /// next commit that writes, or at a clean stop).
     pub unwritten: u64,
+    /// Readings not published because no field moved past its deadband (report by
+    /// exception; saved as `unwritten` is).
+    pub held_back: u64,
 }
 
 /// What one read of the queue found: the rows, in id order, and the ids of rows that
@@ -326,5 +329,6 @@ fn stats(conn: &Connection, now_ms: i64, unsaved_dropped: u64) -> Result<Stats, 
         dead_held: dead::dead_held(conn)?,
         dead_discarded: meta(conn, "dead_discarded")?.max(0) as u64,
         unwritten: meta(conn, "unwritten")?.max(0) as u64,
+        held_back: meta(conn, "held_back")?.max(0) as u64,
     })
 }

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS dead (
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('bytes', 0), ('dropped_full', 0), ('expired', 0), ('schema', 1),
     ('released', 0), ('released_bytes', 0), ('removed_upto', 0), ('clean', 0),
-    ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0), ('unwritten', 0);
+    ('dead', 0), ('dead_bytes', 0), ('dead_discarded', 0), ('unwritten', 0),
+    ('held_back', 0);
 ";
 
 /// The tables a file must have, with the columns of each that every version of the gateway
