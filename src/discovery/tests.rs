@@ -131,3 +131,31 @@ fn the_announcer_announces_each_entity_once_and_the_gateway_first() {
     a.forget(|slot| slot != 0);
     assert!(a.is_empty());
 }
+
+/// The example in README.md's "Home Assistant discovery", as the code writes it.
+#[test]
+fn the_readme_example_is_what_the_code_writes() {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find("homeassistant/sensor/sensorgate_gw1/yard_greenhouse_temperature/config\n")
+        .expect("the example in README.md");
+    let rest = &readme[at..];
+    let (topic, rest) = rest.split_once('\n').unwrap();
+    let json: String = rest[..rest.find("\n```").unwrap()].lines().collect();
+    let v = Value::Float(21.5);
+    let e = Entity {
+        input: "yard",
+        device: Some("greenhouse"),
+        model: "ble",
+        field: "temperature",
+        value: &v,
+        unit: None,
+        state_topic: "site/gw1/yard/greenhouse",
+        json: true,
+        expire_after: Some(900),
+    };
+    let (t, payload) = config(&site(), &e);
+    assert_eq!(t, topic);
+    let want: Json = serde_json::from_str(&json).unwrap();
+    assert_eq!(parse(&(t, payload)), want);
+}
