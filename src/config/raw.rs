@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub ble: Vec<super::ble::RawBle>,
     #[serde(default)]
+    pub modbus: Vec<super::modbus::RawModbus>,
+    #[serde(default)]
     pub log: RawLog,
 }
 

@@ -2,10 +2,12 @@
 //!
 //! - [`serial`]: a serial port read line by line, each line parsed by a [`format`].
 //! - [`synthetic`]: readings at a rate, for the demo and benchmarks.
+//! - [`modbus`]: Modbus RTU or TCP slaves polled on a bus; [`modbus::plan`] (pure, like
+//!   [`format`]) plans the reads and decodes the registers.
 //! - `ble` (feature `ble`): the BLE runtime (btleplug and BlueZ's D-Bus signals on a thread
 //!   of its own, GATT connections); what it hears is decoded by the pure [`crate::ble`].
 //!
-//! [`format`] and [`InputId`] are pure and import only the ground, so that `config` can
+//! [`format`], [`modbus::plan`] and [`InputId`] are pure and import only the ground, so that `config` can
 //! name them; the running inputs import `config`.
 //!
 //! Each input is a free async function `(config, out, cancel)` run as its own task.
@@ -17,6 +19,7 @@
 #[cfg(feature = "ble")]
 pub mod ble;
 pub mod format;
+pub mod modbus;
 pub mod serial;
 pub mod synthetic;
 
