@@ -151,7 +151,14 @@ pub fn describe(c: &Config) -> String {
             ),
         };
         let _ = writeln!(s, "  {}: {what}", i.name);
-        let example = i.route.topic.render(&c.gateway.id, &i.name, Some("FIELD"));
+        let device = match &i.kind {
+            InputKind::Modbus(m) => m.slaves.first().map(|s| s.device.as_ref()),
+            _ => None,
+        };
+        let example = i
+            .route
+            .topic
+            .render_device(&c.gateway.id, &i.name, device, Some("FIELD"));
         let _ = writeln!(
             s,
             "    -> {} e.g. {example}",
