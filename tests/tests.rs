@@ -16,6 +16,7 @@ mod faults_uplink;
 mod journal;
 mod layers;
 mod logs;
+mod modbus;
 mod modbus_config;
 mod notify;
 mod proxy;
