@@ -26,7 +26,7 @@ fn typed_values() -> Vec<(&'static str, Value)> {
         ("u64", json!(18_000_000_000_000_000_123u64)),
         ("i64", json!(-9_000_000_000_000_000_123i64)),
         ("f32", json!(230.5)),
-        ("f64", json!(-3.141592653589793)),
+        ("f64", json!(-1234.5625e3)),
     ]
 }
 
@@ -160,10 +160,9 @@ impl Rig {
 
     /// The failures the last health message counts for `device` of input meter.
     fn failures(&self, device: &str) -> Value {
-        let health = self.health.messages().into_iter();
+        let mut health = self.health.messages().into_iter();
         let last = health
-            .filter(|(t, _)| t == "sensorgate/gw/health")
-            .last()
+            .rfind(|(t, _)| t == "sensorgate/gw/health")
             .map(|(_, p)| p);
         let h: Value = last.map_or(Value::Null, |p| serde_json::from_str(&p).unwrap());
         h["devices"][format!("meter/{device}")].clone()
