@@ -257,6 +257,35 @@ fn a_slave_that_stops_answering_is_counted_and_logged_once_per_change() {
 }
 
 #[test]
+fn a_late_answer_is_not_taken_for_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = PtyPair::start(dir.path());
+    let (spec, slaves) = slaves();
+    let server = ModbusServer::start(dir.path(), &spec, Transport::Rtu(&pair.server_end, 9600));
+    let bus = format!("device = \"{}\"", pair.gateway_end.display());
+    let rig = rig(dir.path(), &bus, &slaves);
+    rig.wait_readings("unit2", 2);
+    // Unit 2 answers 150 ms after the gateway gave up on it (timeout 200 ms).
+    server.delay(2, Some(Duration::from_millis(350)));
+    wait_until("3 timeouts counted for unit2", LONG, || {
+        rig.failures("unit2")["timeouts"].as_u64() >= Some(3)
+    });
+    let main = rig.readings("main").len();
+    rig.wait_readings("main", main + 3);
+    for r in rig.readings("main") {
+        check_main(&r);
+    }
+    assert_eq!(rig.failures("main")["errors"], json!(0), "{}", rig.gw.log());
+    assert_eq!(rig.failures("main")["timeouts"], json!(0));
+    assert!(rig
+        .gw
+        .log()
+        .contains("Discarded bytes that arrived before a request"));
+    server.delay(2, None);
+    rig.gw.wait_log(&format!("{AGAIN}unit2 "), LONG);
+}
+
+#[test]
 fn a_bus_that_vanishes_is_reopened_when_it_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut pair = PtyPair::start(dir.path());

@@ -6,7 +6,9 @@
 //! nothing arrived makes none. A timeout, an exception response or a wrong answer is
 //! counted per device ([`Metrics::device_failed`]) and retried at the next period; after a
 //! timeout the slave's other reads wait for the next period too (a silent slave costs one
-//! timeout per poll, not one per read). A device's state is logged when it changes: a
+//! timeout per poll, not one per read). After a timeout or a wrong answer the line is left
+//! quiet for one more `timeout`, and whatever arrived meanwhile (a late answer) is discarded
+//! before the next request ([`line::Line`]), so that no answer is taken for another's. A device's state is logged when it changes: a
 //! warning when it starts failing, info when it answers again.
 //!
 //! **Invariant:** one request at a time per bus (RS-485 is half duplex), and on RTU the
@@ -18,6 +20,7 @@
 //! vanished, the connection closed, the frame decoder gave up), is reopened with backoff
 //! from `reopen_min` to `reopen_max`, as serial inputs are.
 
+mod line;
 pub mod plan;
 
 use crate::backoff::Backoff;
@@ -25,13 +28,16 @@ use crate::config::modbus::{Bus, ModbusConfig, Parity, Slave};
 use crate::input::InputId;
 use crate::metrics::{DeviceFailure, Metrics};
 use crate::reading::{Reading, Stamp, Value};
+use line::Line;
 use plan::{Read, Table};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_modbus::client::{rtu, tcp, Context, Reader};
+use tokio_modbus::client::{rtu, tcp, Client, Context};
 use tokio_modbus::slave::SlaveContext;
+use tokio_modbus::{Request, Response};
 use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -54,7 +60,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         };
         match opened {
-            Ok(ctx) => {
+            Ok((ctx, stale)) => {
                 info!(input = %id.name, bus = %bus, "Modbus bus open.");
                 reported = false;
                 backoff.reset();
@@ -63,6 +69,7 @@ pub async fn run(
                     config: &config,
                     metrics: &metrics,
                     ctx,
+                    stale,
                     gap: gap(&config.bus),
                     quiet_from: Instant::now(),
                     failing: &mut failing,
@@ -107,7 +114,8 @@ pub fn gap(bus: &Bus) -> Duration {
     }
 }
 
-async fn open(config: &ModbusConfig) -> std::io::Result<Context> {
+/// Opens the bus: a client context, and the count of stale bytes its line discarded.
+async fn open(config: &ModbusConfig) -> std::io::Result<(Context, Arc<AtomicU64>)> {
     match &config.bus {
         Bus::Rtu {
             device,
@@ -131,7 +139,9 @@ async fn open(config: &ModbusConfig) -> std::io::Result<Context> {
                     _ => tokio_serial::DataBits::Eight,
                 })
                 .open_native_async()?;
-            Ok(rtu::attach(port))
+            let line = Line::new(port);
+            let stale = line.stale.clone();
+            Ok((rtu::attach(line), stale))
         }
         Bus::Tcp { host, port } => {
             let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
@@ -139,7 +149,9 @@ async fn open(config: &ModbusConfig) -> std::io::Result<Context> {
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             stream.set_nodelay(true)?;
-            Ok(tcp::attach(stream))
+            let line = Line::new(stream);
+            let stale = line.stale.clone();
+            Ok((tcp::attach(line), stale))
         }
     }
 }
@@ -156,6 +168,8 @@ enum Ended {
 enum Answer {
     Words(Vec<u16>),
     Bits(Vec<bool>),
+    /// A response of another function (tokio-modbus rejects those first).
+    Other,
 }
 
 /// One open bus being polled.
@@ -164,6 +178,8 @@ struct Poller<'a> {
     config: &'a ModbusConfig,
     metrics: &'a Metrics,
     ctx: Context,
+    /// Bytes the line discarded before requests (see [`line`]).
+    stale: Arc<AtomicU64>,
     gap: Duration,
     /// When the line went quiet after the last frame.
     quiet_from: Instant,
@@ -217,6 +233,10 @@ impl Poller<'_> {
             let answer =
                 tokio::time::timeout(self.config.timeout, request(&mut self.ctx, read)).await;
             self.quiet_from = Instant::now();
+            let stale = self.stale.swap(0, Relaxed);
+            if stale > 0 {
+                debug!(input = %self.id.name, device = %slave.device, bytes = stale, "Discarded bytes that arrived before a request (a late answer).");
+            }
             let (kind, why) = match answer {
                 Ok(Ok(Ok(answer))) => match decode(slave, read, &answer, &mut values) {
                     true => continue,
@@ -241,6 +261,10 @@ impl Poller<'_> {
             };
             self.failed(s, slave, read, kind, &why);
             failure = Some(why);
+            if kind != DeviceFailure::Exception {
+                // A late or stray answer may still come: let it, and discard it.
+                self.quiet_from += self.config.timeout;
+            }
             if kind == DeviceFailure::Timeout {
                 break; // a silent slave: its other reads wait for the next period
             }
@@ -273,23 +297,34 @@ impl Poller<'_> {
     }
 }
 
+/// Sends `read` and returns its answer. Through `Client::call` rather than the `Reader`
+/// methods, which assert (in debug builds) that the slave sent as many values as asked:
+/// a slave that does not is counted here, not a panic.
 async fn request(ctx: &mut Context, read: &Read) -> tokio_modbus::Result<Answer> {
     let (a, n) = (read.address, read.count);
-    Ok(match read.table {
-        Table::Holding => ctx.read_holding_registers(a, n).await?.map(Answer::Words),
-        Table::Input => ctx.read_input_registers(a, n).await?.map(Answer::Words),
-        Table::Coil => ctx.read_coils(a, n).await?.map(Answer::Bits),
-        Table::Discrete => ctx.read_discrete_inputs(a, n).await?.map(Answer::Bits),
-    })
+    let request = match read.table {
+        Table::Holding => Request::ReadHoldingRegisters(a, n),
+        Table::Input => Request::ReadInputRegisters(a, n),
+        Table::Coil => Request::ReadCoils(a, n),
+        Table::Discrete => Request::ReadDiscreteInputs(a, n),
+    };
+    Ok(ctx.call(request).await?.map(|response| match response {
+        Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w) => Answer::Words(w),
+        Response::ReadCoils(b) | Response::ReadDiscreteInputs(b) => Answer::Bits(b),
+        _ => Answer::Other,
+    }))
 }
 
-/// Puts the fields of `read` from `answer` into `values`; false if the answer was short.
+/// Puts the fields of `read` from `answer` into `values`; false if the answer does not
+/// hold what was asked (as many registers; bits padded to whole bytes at most).
 fn decode(slave: &Slave, read: &Read, answer: &Answer, values: &mut [Option<Value>]) -> bool {
-    let short = match answer {
-        Answer::Words(w) => w.len() < usize::from(read.count),
-        Answer::Bits(b) => b.len() < usize::from(read.count),
+    let count = usize::from(read.count);
+    let fits = match answer {
+        Answer::Words(w) => w.len() == count,
+        Answer::Bits(b) => (count..=count.div_ceil(8) * 8).contains(&b.len()),
+        Answer::Other => false,
     };
-    if short {
+    if !fits {
         return false;
     }
     for &i in &read.fields {
@@ -297,6 +332,7 @@ fn decode(slave: &Slave, read: &Read, answer: &Answer, values: &mut [Option<Valu
         values[i] = match answer {
             Answer::Words(w) => plan::decode_words(f, read.address, w),
             Answer::Bits(b) => plan::decode_bits(f, read.address, b),
+            Answer::Other => None,
         };
     }
     true

@@ -126,6 +126,15 @@ impl ModbusServer {
         }
     }
 
+    /// Makes the server answer `unit` only after `delay` (Some), or at once again (None).
+    pub fn delay(&self, unit: u8, delay: Option<Duration>) {
+        let flag = self.control.join(format!("slow-{unit}"));
+        match delay {
+            Some(d) => std::fs::write(flag, d.as_secs_f64().to_string()).unwrap(),
+            None => std::fs::remove_file(flag).unwrap(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

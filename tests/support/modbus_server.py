@@ -10,7 +10,8 @@ order: cdab reverses the registers, badc swaps the two bytes of each, dcba does 
 register at or past `size` does not exist (an illegal data address exception).
 
 While CONTROL_DIR/silent-<unit> exists, that unit does not answer at all (a slave that
-vanished). The server writes CONTROL_DIR/ready once it serves.
+vanished); while CONTROL_DIR/slow-<unit> exists, the server answers that unit only after
+the number of seconds the file holds (a late answer; the whole server waits meanwhile). The server writes CONTROL_DIR/ready once it serves.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 from pymodbus.datastore import (
     ModbusSequentialDataBlock,
@@ -71,6 +73,9 @@ class Switchable(ModbusServerContext):
     def __getitem__(self, unit):
         if os.path.exists(os.path.join(self.control, f"silent-{unit}")):
             raise NoSuchSlaveException(f"unit {unit} is silent")
+        slow = os.path.join(self.control, f"slow-{unit}")
+        if os.path.exists(slow):
+            time.sleep(float(open(slow).read()))
         return super().__getitem__(unit)
 
 
