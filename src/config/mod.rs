@@ -12,6 +12,7 @@ mod locate;
 pub mod modbus;
 mod mqtt;
 pub mod raw;
+mod registers;
 mod tables;
 pub mod tls;
 pub mod units;
