@@ -95,6 +95,12 @@ fn the_issue_example_is_valid_and_plans_its_reads() {
             .render_device("g", "meter", Some("main_meter"), None),
         "site/g/meter/main_meter"
     );
+    let shown = sensorgate::describe::describe(&c);
+    assert!(
+        shown.contains("modbus RTU on /dev/serial/by-id/usb-FTDI_FT232R_A50285BI-if00-port0 at 9600 baud 8N1, every 10s, timeout 500ms, slaves main_meter (unit 1, 5 fields in 5 reads), unit2 (unit 2, 1 fields in 1 reads)"),
+        "{shown}"
+    );
+    assert!(shown.contains("e.g. site/g/meter/main_meter"), "{shown}");
 }
 
 #[test]
@@ -178,4 +184,20 @@ fn device_in_topics_is_still_refused_for_serial_inputs() {
     );
     let e = Config::parse(Path::new("bad.toml"), &text).unwrap_err();
     assert!(e.to_string().contains("[[modbus]]"), "{e}");
+}
+
+#[test]
+fn a_reload_restarts_a_modbus_input_only_when_it_changed() {
+    use sensorgate::reload::{compare, Change};
+    let parse = |text: &str| Config::parse(Path::new("sensorgate.toml"), text).unwrap();
+    let old = parse(&format!("{HEAD}{EXAMPLE}"));
+    assert_eq!(
+        compare(&old, &parse(&format!("{HEAD}{EXAMPLE}"))),
+        Change::None
+    );
+    let moved = EXAMPLE.replace("address = 342", "address = 344");
+    match compare(&old, &parse(&format!("{HEAD}{moved}"))) {
+        Change::Apply { parts, .. } => assert_eq!(parts, ["inputs meter (changed)"]),
+        other => panic!("{other:?}"),
+    }
 }
