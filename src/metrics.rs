@@ -57,13 +57,13 @@ pub type DeviceKey = (Arc<str>, Arc<str>);
 /// What went wrong with the requests to one polled device (a Modbus slave).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceFailures {
-    /// No answer within the request's timeout (a slave gone silent, or an answer too garbled
-    /// to find its frame).
+    /// No answer within the request's timeout: a slave gone silent, or an answer with a
+    /// wrong CRC (tokio-modbus skips such a frame and waits for a good one).
     pub timeouts: u64,
     /// Exception responses (an illegal address, a busy slave).
     pub exceptions: u64,
-    /// Answers that arrived but were wrong: a CRC error, a mismatched header or function,
-    /// a short answer.
+    /// Answers that arrived but were wrong: another unit's or function's, the wrong count of
+    /// values, or bytes the frame decoder gave up on (then the bus is reopened).
     pub errors: u64,
 }
 

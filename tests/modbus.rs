@@ -286,6 +286,45 @@ fn a_late_answer_is_not_taken_for_the_next_request() {
 }
 
 #[test]
+fn answers_with_a_wrong_crc_are_counted_and_the_bus_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = PtyPair::start(dir.path());
+    let (spec, slaves) = slaves();
+    let server = ModbusServer::start(dir.path(), &spec, Transport::Rtu(&pair.server_end, 9600));
+    let bus = format!("device = \"{}\"", pair.gateway_end.display());
+    let rig = rig(dir.path(), &bus, &slaves);
+    rig.wait_readings("unit2", 2);
+    server.corrupt(2, true);
+    // tokio-modbus skips a frame whose CRC is wrong and looks for one further on: the
+    // request ends as a timeout (or as an error, when it gives up on the bytes).
+    let failed =
+        |f: &Value| f["timeouts"].as_u64().unwrap_or(0) + f["errors"].as_u64().unwrap_or(0);
+    wait_until("3 failures counted for unit2", LONG, || {
+        failed(&rig.failures("unit2")) >= 3
+    });
+    let unit2 = rig.readings("unit2").len();
+    let main = rig.readings("main").len();
+    rig.wait_readings("main", main + 3);
+    assert!(
+        rig.readings("unit2").len() <= unit2 + 1,
+        "no reading from a wrong CRC"
+    );
+    server.corrupt(2, false);
+    rig.gw.wait_log(&format!("{AGAIN}unit2 "), LONG);
+    rig.wait_readings("unit2", unit2 + 2);
+    assert_eq!(rig.readings("unit2").last().unwrap()["x"], json!(7));
+    for r in rig.readings("main") {
+        check_main(&r);
+    }
+    assert_eq!(
+        rig.count(&format!("{FAILING}unit2 ")),
+        1,
+        "{}",
+        rig.gw.log()
+    );
+}
+
+#[test]
 fn a_bus_that_vanishes_is_reopened_when_it_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut pair = PtyPair::start(dir.path());

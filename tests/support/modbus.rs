@@ -126,6 +126,16 @@ impl ModbusServer {
         }
     }
 
+    /// Makes the server send `unit` answers with a wrong CRC (true) or right ones (false).
+    pub fn corrupt(&self, unit: u8, corrupt: bool) {
+        let flag = self.control.join(format!("corrupt-{unit}"));
+        if corrupt {
+            std::fs::write(flag, "").unwrap();
+        } else {
+            std::fs::remove_file(flag).unwrap();
+        }
+    }
+
     /// Makes the server answer `unit` only after `delay` (Some), or at once again (None).
     pub fn delay(&self, unit: u8, delay: Option<Duration>) {
         let flag = self.control.join(format!("slow-{unit}"));

@@ -11,7 +11,8 @@ register at or past `size` does not exist (an illegal data address exception).
 
 While CONTROL_DIR/silent-<unit> exists, that unit does not answer at all (a slave that
 vanished); while CONTROL_DIR/slow-<unit> exists, the server answers that unit only after
-the number of seconds the file holds (a late answer; the whole server waits meanwhile). The server writes CONTROL_DIR/ready once it serves.
+the number of seconds the file holds (a late answer; the whole server waits meanwhile);
+while CONTROL_DIR/corrupt-<unit> exists, that unit's RTU answers carry a wrong CRC. The server writes CONTROL_DIR/ready once it serves.
 """
 
 import asyncio
@@ -79,6 +80,24 @@ class Switchable(ModbusServerContext):
         return super().__getitem__(unit)
 
 
+def corrupter(control):
+    """A response manipulator: the RTU frame of a unit whose corrupt-<unit> file exists is
+    sent with its CRC inverted."""
+
+    def manipulate(response):
+        if not os.path.exists(os.path.join(control, f"corrupt-{response.unit_id}")):
+            return response, False
+        frame = bytes([response.unit_id, response.function_code]) + response.encode()
+        crc = 0xFFFF
+        for b in frame:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        return frame + struct.pack("<H", crc ^ 0xFFFF), True
+
+    return manipulate
+
+
 async def main():
     spec = json.load(open(sys.argv[1]))
     mode = sys.argv[2]
@@ -90,7 +109,8 @@ async def main():
         server = await StartAsyncSerialServer(
             context=context, framer=ModbusRtuFramer, port=sys.argv[3],
             baudrate=int(sys.argv[4]), ignore_missing_slaves=True, defer_start=True,
-            auto_reconnect=True, reconnect_delay=0.2)
+            auto_reconnect=True, reconnect_delay=0.2,
+            response_manipulator=corrupter(control))
         await server.start()
     else:
         server = await StartAsyncTcpServer(
