@@ -220,6 +220,31 @@ fn tcp_slaves_are_polled_like_rtu_ones() {
 }
 
 #[test]
+fn a_tcp_server_that_goes_away_is_connected_to_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (spec, slaves) = slaves();
+    let server = ModbusServer::start(dir.path(), &spec, Transport::Tcp(port));
+    let rig = rig(
+        dir.path(),
+        &format!("url = \"tcp://127.0.0.1:{port}\""),
+        &slaves,
+    );
+    rig.wait_readings("main", 2);
+    drop(server);
+    rig.gw.wait_log("Modbus bus lost; reopening.", LONG);
+    rig.gw
+        .wait_log("Cannot open the Modbus bus; retrying with backoff.", LONG);
+    let before = rig.readings("main").len();
+    let _server = ModbusServer::start(dir.path(), &spec, Transport::Tcp(port));
+    rig.wait_readings("main", before + 3);
+    assert_eq!(rig.count("Modbus bus open."), 2, "{}", rig.gw.log());
+    for r in rig.readings("main") {
+        check_main(&r);
+    }
+}
+
+#[test]
 fn a_slave_that_stops_answering_is_counted_and_logged_once_per_change() {
     let dir = tempfile::tempdir().unwrap();
     let pair = PtyPair::start(dir.path());
