@@ -120,6 +120,47 @@ pub fn describe(c: &Config) -> String {
                 b.gatt.len(),
                 b.min_interval
             ),
+            InputKind::Modbus(m) => {
+                let bus = match &m.bus {
+                    crate::config::modbus::Bus::Rtu {
+                        device,
+                        baud,
+                        parity,
+                        stop_bits,
+                        data_bits,
+                    } => format!(
+                        "modbus RTU on {} at {baud} baud {data_bits}{}{stop_bits}",
+                        device.display(),
+                        match parity {
+                            crate::config::modbus::Parity::None => "N",
+                            crate::config::modbus::Parity::Even => "E",
+                            crate::config::modbus::Parity::Odd => "O",
+                        }
+                    ),
+                    crate::config::modbus::Bus::Tcp { host, port } => {
+                        format!("modbus TCP to {host}:{port}")
+                    }
+                };
+                let slaves: Vec<String> = m
+                    .slaves
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} (unit {}, {} fields in {} reads)",
+                            s.device,
+                            s.unit,
+                            s.fields.len(),
+                            s.reads.len()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{bus}, every {:?}, timeout {:?}, slaves {}",
+                    m.every,
+                    m.timeout,
+                    slaves.join(", ")
+                )
+            }
             InputKind::Synthetic(sc) => format!(
                 "synthetic {}/s, fields [{}]",
                 sc.rate,
@@ -131,7 +172,14 @@ pub fn describe(c: &Config) -> String {
             ),
         };
         let _ = writeln!(s, "  {}: {what}", i.name);
-        let example = i.route.topic.render(&c.gateway.id, &i.name, Some("FIELD"));
+        let device = match &i.kind {
+            InputKind::Modbus(m) => m.slaves.first().map(|s| s.device.as_ref()),
+            _ => None,
+        };
+        let example = i
+            .route
+            .topic
+            .render_device(&c.gateway.id, &i.name, device, Some("FIELD"));
         let _ = writeln!(
             s,
             "    -> {} e.g. {example}",

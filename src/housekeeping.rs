@@ -125,6 +125,10 @@ pub async fn run(
             "readings": Metrics::get(&metrics.readings),
             "bad_frames": Metrics::get(&metrics.bad_frames),
             "held_back": Metrics::get(&metrics.held_back),
+            "device_failures": Metrics::get(&metrics.device_failures),
+            "devices": metrics.device_failures().into_iter().map(|(name, f)| {
+                (name, serde_json::json!({"timeouts": f.timeouts, "exceptions": f.exceptions, "errors": f.errors}))
+            }).collect::<serde_json::Map<_, _>>(),
             "acked": Metrics::get(&metrics.acked),
             "connects": Metrics::get(&metrics.connects),
             "ts": now.wall_ms,

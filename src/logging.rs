@@ -1,7 +1,7 @@
 //! Logging: to journald when the process runs under systemd with stderr connected to the
 //! journal (`$JOURNAL_STREAM`), to stderr through tracing-subscriber otherwise. The same
 //! `RUST_LOG`-style filter applies to both; `[log] level` is the default when `RUST_LOG` is
-//! unset. On stderr, ANSI colour only when it is a terminal and `NO_COLOR` is unset or empty
+//! unset (then tokio-modbus's own lines, one per skipped frame, are off: [`QUIET`]). On stderr, ANSI colour only when it is a terminal and `NO_COLOR` is unset or empty
 //! (no-color.org): a file or a pipe gets plain text.
 //!
 //! In the journal, an event's fields (`input`, `topic`, `error`, ...) become journal fields
@@ -24,11 +24,8 @@ pub enum Sink {
 }
 
 pub fn init(default_level: Option<&str>) -> Sink {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(default_level.unwrap_or("info")))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter(default_level));
     if systemd_journal_logger::connected_to_journal() {
         if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
             let journal = journal.with_syslog_identifier("sensorgate".into());
@@ -47,6 +44,17 @@ pub fn init(default_level: Option<&str>) -> Sink {
         ))
         .init();
     Sink::Stderr
+}
+
+/// Libraries whose own log lines repeat at every poll of a failing device: tokio-modbus warns
+/// of each frame it skips (a wrong CRC), which the Modbus input counts and logs once per
+/// change of state instead. Off unless `RUST_LOG` asks for them.
+const QUIET: &str = "tokio_modbus=off";
+
+/// The filter without `RUST_LOG`: `[log] level` (default "info"), libraries in [`QUIET`] off.
+fn default_filter(level: Option<&str>) -> EnvFilter {
+    EnvFilter::try_new(format!("{},{QUIET}", level.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")))
 }
 
 /// Whether stderr gets ANSI colour: only a terminal, and only without a non-empty `NO_COLOR`.
@@ -140,6 +148,22 @@ mod tests {
     impl<S: Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             self.0.lock().unwrap().push(Entry::of(event));
+        }
+    }
+
+    #[test]
+    fn tokio_modbus_is_quiet_by_default_and_the_gateway_is_not() {
+        for level in [None, Some("debug"), Some("not a filter [")] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let subscriber = tracing_subscriber::registry()
+                .with(Capture(seen.clone()).with_filter(default_filter(level)));
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(target: "tokio_modbus::codec::rtu", "Failed to decode response frame");
+                tracing::warn!(target: "sensorgate::input::modbus", "Modbus device failing.");
+            });
+            let seen = seen.lock().unwrap();
+            let messages: Vec<&str> = seen.iter().map(|e| e.message.as_str()).collect();
+            assert_eq!(messages, ["Modbus device failing."], "{level:?}");
         }
     }
 

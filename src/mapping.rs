@@ -91,6 +91,7 @@ fn kind(input: &InputConfig) -> &'static str {
         InputKind::Serial(_) => "serial",
         InputKind::Synthetic(_) => "synthetic",
         InputKind::Ble(_) => "ble",
+        InputKind::Modbus(_) => "modbus",
     }
 }
 

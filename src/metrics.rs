@@ -1,8 +1,12 @@
 //! Counters shared by the running parts, read by health reports, the systemd status line
 //! and the shutdown summary. Plain atomics: no locks on the hot path. The link state is set
-//! through [`Metrics::set_online`], which also wakes the status line's writer.
+//! through [`Metrics::set_online`], which also wakes the status line's writer. Failed
+//! requests of polled devices (Modbus) are counted per device in [`Metrics::devices`], a map
+//! behind a lock taken once per failed request, never on the readings' path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -44,6 +48,34 @@ pub struct Metrics {
     /// Readings not published because no field moved past its deadband (report by
     /// exception, `src/transform.rs`): the operator's choice, not a loss.
     pub held_back: AtomicU64,
+    /// Failed requests to polled devices, all devices together (see `devices`).
+    pub device_failures: AtomicU64,
+    /// Failed requests per polled device, by input and device name.
+    pub devices: Mutex<BTreeMap<DeviceKey, DeviceFailures>>,
+}
+
+/// A polled device: its input's name and its own.
+pub type DeviceKey = (Arc<str>, Arc<str>);
+
+/// What went wrong with the requests to one polled device (a Modbus slave).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceFailures {
+    /// No answer within the request's timeout: a slave gone silent, or an answer with a
+    /// wrong CRC (tokio-modbus skips such a frame and waits for a good one).
+    pub timeouts: u64,
+    /// Exception responses (an illegal address, a busy slave).
+    pub exceptions: u64,
+    /// Answers that arrived but were wrong: another unit's or function's, the wrong count of
+    /// values, or bytes the frame decoder gave up on (then the bus is reopened).
+    pub errors: u64,
+}
+
+/// One failed request, for [`Metrics::device_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceFailure {
+    Timeout,
+    Exception,
+    Error,
 }
 
 impl Metrics {
@@ -53,6 +85,27 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
+    }
+
+    /// Counts one failed request to `device` of `input`.
+    pub fn device_failed(&self, input: &Arc<str>, device: &Arc<str>, failure: DeviceFailure) {
+        Metrics::add(&self.device_failures, 1);
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        let d = devices.entry((input.clone(), device.clone())).or_default();
+        match failure {
+            DeviceFailure::Timeout => d.timeouts += 1,
+            DeviceFailure::Exception => d.exceptions += 1,
+            DeviceFailure::Error => d.errors += 1,
+        }
+    }
+
+    /// The failures counted per device, as `("input/device", failures)`.
+    pub fn device_failures(&self) -> Vec<(String, DeviceFailures)> {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices
+            .iter()
+            .map(|((i, d), f)| (format!("{i}/{d}"), *f))
+            .collect()
     }
 
     /// Records the broker link's state; a change wakes [`Metrics::link_changed`], so that the

@@ -124,7 +124,7 @@ fn max_config(dir: &Path, url: &str, persistent: bool) -> String {
         "i".repeat(128),
         "r".repeat(128),
         "u".repeat(128),
-        ble("1d", "1d", "1h", "1d"),
+        ble("1d", "1d", "1h", "1d") + &modbus("1m", "1d", "1h", "1d"),
     )
 }
 
@@ -155,7 +155,18 @@ fn min_config(dir: &Path, url: &str) -> String {
          [[synthetic]]\nname = \"s\"\nrate = 0.001\ntopic = \"edge/{{input}}\"\ncount = 1\n\
          max_interval = \"1s\"\nfields.x = {{ scale = 5e-324, offset = -0.0, deadband = 0.0, rename = \"r\", unit = \"u\" }}\n{}",
         dir.join("state").display(),
-        ble("0s", "500ms", "10ms", "100ms"),
+        ble("0s", "500ms", "10ms", "100ms") + &modbus("10ms", "100ms", "10ms", "100ms"),
+    )
+}
+
+/// A `[[modbus]]` input with these durations, on a TCP port nothing listens on (so it
+/// reopens at its backoff), whose registers sit at the top of the address space.
+fn modbus(timeout: &str, every: &str, reopen_min: &str, reopen_max: &str) -> String {
+    format!(
+        "\n[[modbus]]\nname = \"mb\"\nurl = \"tcp://127.0.0.1:1\"\ntimeout = \"{timeout}\"\nevery = \"{every}\"\n\
+         reopen_min = \"{reopen_min}\"\nreopen_max = \"{reopen_max}\"\ntopic = \"edge/{{device}}\"\n\
+         [[modbus.slave]]\nunit = 255\nregisters = [{{ field = \"a\", kind = \"holding\", address = 65532, type = \"f64\", scale = 1e300 }}, \
+         {{ field = \"b\", kind = \"coil\", address = 65535 }}]\n"
     )
 }
 
@@ -325,6 +336,14 @@ const KEYS: &[(&str, &str, char)] = &[
     ("ble", "retry_min", 'd'),
     ("ble", "retry_max", 'd'),
     ("ble", "max_interval", 'd'),
+    ("modbus", "timeout", 'd'),
+    ("modbus", "every", 'd'),
+    ("modbus", "reopen_min", 'd'),
+    ("modbus", "reopen_max", 'd'),
+    ("modbus", "baud", 'i'),
+    ("modbus", "stop_bits", 'i'),
+    ("modbus", "name", 's'),
+    ("modbus", "topic", 's'),
 ];
 
 fn value(kind: char) -> BoxedStrategy<String> {
@@ -384,7 +403,8 @@ fn extreme_config() -> impl Strategy<Value = String> {
         format!(
             "[gateway]\nid = \"{}\"\nstate_dir = \"/tmp/sensorgate-edge\"\n{}\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n{connection}{}\n[mqtt.batch]\n{}\n[queue]\n{}\n\
-             [[serial]]\n{}\n[[synthetic]]\n{}\n{ble}",
+             [[serial]]\n{}\n[[synthetic]]\n{}\n{ble}\n[[modbus]]\n{}\n\
+             [[modbus.slave]]\nunit = 1\nregisters = [{{ field = \"a\", kind = \"input\", address = 0 }}]\n",
             "g".repeat(id_len),
             set("gateway", &[]),
             set("mqtt", &[]),
@@ -406,6 +426,14 @@ fn extreme_config() -> impl Strategy<Value = String> {
                     ("rate", "1.0"),
                     ("fields", "[\"x\"]"),
                     ("topic", "\"y\"")
+                ]
+            ),
+            set(
+                "modbus",
+                &[
+                    ("name", "\"m0\""),
+                    ("device", "\"/dev/zero\""),
+                    ("topic", "\"m/{device}\"")
                 ]
             ),
         )

@@ -9,7 +9,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["reading.rs", "metrics.rs", "backoff.rs"]),
     (
         "formats",
-        &["topic.rs", "ble/", "input/format.rs", "input/mod.rs"],
+        &[
+            "topic.rs",
+            "ble/",
+            "input/format.rs",
+            "input/modbus/plan.rs",
+            "input/mod.rs",
+        ],
     ),
     ("config", &["config/"]),
     (

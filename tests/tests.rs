@@ -19,6 +19,8 @@ mod hotplug;
 mod journal;
 mod layers;
 mod logs;
+mod modbus;
+mod modbus_config;
 mod notify;
 mod proxy;
 mod puback;

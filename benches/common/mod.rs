@@ -11,6 +11,8 @@ pub mod broker;
 pub mod fake_clock;
 #[path = "../../tests/support/gateway.rs"]
 pub mod gateway;
+#[path = "../../tests/support/modbus.rs"]
+pub mod modbus;
 #[path = "../../tests/support/process.rs"]
 mod process;
 #[path = "../../tests/support/proxy.rs"]

@@ -61,12 +61,27 @@ impl Cx<'_> {
                 .trim()
                 .to_string();
         }
-        let key = line
+        let mut key = line
             .split('=')
             .next()
             .unwrap_or("")
             .trim()
             .trim_matches('"');
+        // An inline table on a line of a multi-line array (`registers = [` above): the
+        // array's key.
+        if key.starts_with('{') {
+            key = self.text[..line_start]
+                .lines()
+                .rev()
+                .take_while(|l| !l.trim().starts_with('['))
+                .find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    v.trim()
+                        .starts_with('[')
+                        .then(|| k.trim().trim_matches('"'))
+                })
+                .unwrap_or("");
+        }
         match (table.is_empty(), key.is_empty()) {
             (true, true) => "(top level)".into(),
             (true, false) => key.to_string(),

@@ -11,8 +11,10 @@ pub mod homeassistant;
 pub mod limits;
 pub mod link;
 mod locate;
+pub mod modbus;
 mod mqtt;
 pub mod raw;
+mod registers;
 mod tables;
 pub mod tls;
 pub mod units;
@@ -23,6 +25,7 @@ pub use ble::{BleConfig, BleDevice, GattConfig, GattMode};
 pub use fields::{FieldRule, FieldRules};
 pub use homeassistant::HomeAssistantConfig;
 pub use link::{BatchConfig, Compression, Connection, Encoding, Profile, Protocol};
+pub use modbus::ModbusConfig;
 
 use crate::input::format::{LineEnding, LineFormat};
 use crate::topic::Template;
@@ -184,6 +187,7 @@ pub enum InputKind {
     Serial(SerialConfig),
     Synthetic(SyntheticConfig),
     Ble(BleConfig),
+    Modbus(ModbusConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +388,35 @@ impl Config {
                 name,
                 route,
                 kind: InputKind::Ble(ble),
+            });
+        }
+        for (i, m) in raw.modbus.iter().enumerate() {
+            let name = check_name(&m.name, &format!("modbus[{i}].name"))?;
+            let (route, modbus) = modbus::validate(cx, i, m)?;
+            if let Some(d) = &m.device {
+                cx.one_reader(&mut devices, d, &name, &format!("modbus[{i}].device"))?;
+            }
+            // A slave without an alias is `unit<id>` (at most 7 bytes).
+            let device = modbus
+                .slaves
+                .iter()
+                .map(|s| s.device.len())
+                .max()
+                .unwrap_or(0);
+            let field = modbus
+                .slaves
+                .iter()
+                .flat_map(|s| s.fields.iter().map(|f| f.name.len()))
+                .max()
+                .unwrap_or(0)
+                .max(route.fields.longest_rename());
+            let (gw, topic) = (&gateway.id, &m.topic);
+            let key = format!("modbus[{i}].topic");
+            cx.topic_fits(&route, topic, &key, gw, &name, device, field)?;
+            inputs.push(InputConfig {
+                name,
+                route,
+                kind: InputKind::Modbus(modbus),
             });
         }
         Ok(Config {

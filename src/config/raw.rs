@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub ble: Vec<super::ble::RawBle>,
     pub homeassistant: Option<super::homeassistant::RawHomeAssistant>,
     #[serde(default)]
+    pub modbus: Vec<super::modbus::RawModbus>,
+    #[serde(default)]
     pub log: RawLog,
 }
 

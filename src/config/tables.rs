@@ -159,7 +159,7 @@ impl Cx<'_> {
         Ok(())
     }
 
-    /// `{device}` has a meaning in BLE topics only.
+    /// `{device}` has a meaning in BLE and Modbus topics only.
     pub(super) fn no_device(
         &self,
         route: &Route,
@@ -167,7 +167,11 @@ impl Cx<'_> {
         key: &str,
     ) -> Result<(), ConfigError> {
         if route.topic.uses_device() {
-            return Err(self.at(topic, key, "{device} belongs to [[ble]] inputs only"));
+            return Err(self.at(
+                topic,
+                key,
+                "{device} belongs to [[ble]] and [[modbus]] inputs only",
+            ));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use super::{queue_options, PipelineResult, READINGS_CAPACITY};
 use crate::config::{Config, InputConfig, InputKind};
-use crate::input::{serial, synthetic, InputId};
+use crate::input::{modbus, serial, synthetic, InputId};
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, GroupCommit};
@@ -130,6 +130,9 @@ impl Parts {
                 tokio::spawn(serial::run(id, s.clone(), out, self.metrics.clone(), c))
             }
             InputKind::Synthetic(s) => tokio::spawn(synthetic::run(id, s.clone(), out, c)),
+            InputKind::Modbus(m) => {
+                tokio::spawn(modbus::run(id, m.clone(), out, self.metrics.clone(), c))
+            }
             #[cfg(feature = "ble")]
             InputKind::Ble(b) => {
                 let m = self.metrics.clone();
@@ -358,6 +361,7 @@ impl Parts {
             acked = Metrics::get(&metrics.acked),
             bad_frames = Metrics::get(&metrics.bad_frames),
             held_back = Metrics::get(&metrics.held_back),
+            device_failures = Metrics::get(&metrics.device_failures),
             dropped = Metrics::get(&metrics.dropped),
             dead = Metrics::get(&metrics.dead),
             flaps = Metrics::get(&metrics.flaps),

@@ -3,10 +3,12 @@
 //! - [`serial`]: a serial port read line by line, each line parsed by a [`format`]; its
 //!   device path, a by-id symlink or not, is opened and watched by [`device`].
 //! - [`synthetic`]: readings at a rate, for the demo and benchmarks.
+//! - [`modbus`]: Modbus RTU or TCP slaves polled on a bus; [`modbus::plan`] (pure, like
+//!   [`format`]) plans the reads and decodes the registers.
 //! - `ble` (feature `ble`): the BLE runtime (btleplug and BlueZ's D-Bus signals on a thread
 //!   of its own, GATT connections); what it hears is decoded by the pure [`crate::ble`].
 //!
-//! [`format`] and [`InputId`] are pure and import only the ground, so that `config` can
+//! [`format`], [`modbus::plan`] and [`InputId`] are pure and import only the ground, so that `config` can
 //! name them; the running inputs import `config`.
 //!
 //! Each input is a free async function `(config, out, cancel)` run as its own task.
@@ -19,6 +21,7 @@
 pub mod ble;
 pub mod device;
 pub mod format;
+pub mod modbus;
 pub mod serial;
 pub mod synthetic;
 

@@ -6,6 +6,7 @@
 //! - [`mqtt5`]: a binary-safe MQTT 5 subscriber that also unpacks batches.
 //! - [`gateway`]: the `sensorgate` binary as a child process with a generated config.
 //! - [`pty`]: pseudo-terminal pairs standing in for serial devices.
+//! - [`modbus`]: a socat pseudo-terminal pair and a pymodbus server (RTU or TCP).
 //! - [`proxy`]: a TCP proxy: pass, black-hole, reset; byte and segment counts; delay and rate.
 //! - [`fake_broker`]: a scripted MQTT 3.1.1 server whose PUBACKs the test controls.
 //! - [`fake_clock`]: a wall clock the test moves (libfaketime).
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod fake_broker;
 pub mod fake_clock;
 pub mod gateway;
+pub mod modbus;
 pub mod mqtt5;
 mod process;
 pub mod proxy;
