@@ -78,6 +78,16 @@ pub fn describe(c: &Config) -> String {
                         )
                     }
                     LineFormat::Regex(re) => format!("regex {}", re.as_str()),
+                    LineFormat::Nmea {
+                        sentences,
+                        min_interval,
+                    } => format!(
+                        "nmea [{}]{}",
+                        sentences.names().join(", "),
+                        min_interval
+                            .map(|d| format!(", min_interval {}", humantime::format_duration(d)))
+                            .unwrap_or_default()
+                    ),
                     f => f.name().to_string(),
                 };
                 format!(

@@ -20,6 +20,7 @@
 
 use crate::config::{Config, Protocol, Qos, Route};
 use crate::reading::{mono_ms, write_json_string, Reading};
+use crate::topic::Labels;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -103,22 +104,22 @@ impl Mapper {
             created_ms: reading.stamp.wall_ms,
             unsynced_mono_ms: (!reading.stamp.synced).then(|| mono_ms(reading.at)),
         };
+        let labels = Labels {
+            device: reading.device.as_deref(),
+            sentence: reading.sentence.as_deref(),
+        };
         if route.topic.per_field() {
             for (name, value) in &reading.fields {
-                let topic = route.topic.render_device(
-                    &self.gateway,
-                    input,
-                    reading.device.as_deref(),
-                    Some(name),
-                );
+                let topic = route
+                    .topic
+                    .render_labels(&self.gateway, input, labels, Some(name));
                 out.push(message(*seq, topic, value.to_string().into_bytes()));
                 *seq += 1;
             }
         } else {
-            let topic =
-                route
-                    .topic
-                    .render_device(&self.gateway, input, reading.device.as_deref(), None);
+            let topic = route
+                .topic
+                .render_labels(&self.gateway, input, labels, None);
             out.push(message(*seq, topic, self.json_payload(reading, *seq)));
             *seq += 1;
         }
@@ -262,6 +263,7 @@ qos = 1
             },
             at: Instant::now(),
             device: None,
+            sentence: None,
             fields: vec![
                 (Arc::from("seq"), Value::Int(17)),
                 (Arc::from("temp"), Value::Float(21.5)),

@@ -441,6 +441,7 @@ mod tests {
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
             device: None,
+            sentence: None,
             fields: vec![(Arc::from("x"), Value::Text(text.into()))],
         }
     }

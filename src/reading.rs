@@ -211,5 +211,8 @@ pub struct Reading {
     pub at: Instant,
     /// The device within the input (BLE: alias or address), for `{device}` in topics.
     pub device: Option<Arc<str>>,
+    /// The NMEA sentence type (`GGA`) of a reading of an NMEA input, for `{sentence}` in
+    /// topics; kept here so that no transform of the fields can change it.
+    pub sentence: Option<Arc<str>>,
     pub fields: Vec<(Arc<str>, Value)>,
 }

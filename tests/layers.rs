@@ -9,7 +9,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["reading.rs", "metrics.rs", "backoff.rs"]),
     (
         "formats",
-        &["topic.rs", "ble/", "input/format.rs", "input/mod.rs"],
+        &[
+            "topic.rs",
+            "ble/",
+            "input/format.rs",
+            "input/format/",
+            "input/mod.rs",
+        ],
     ),
     ("config", &["config/"]),
     ("inputs and mapping", &["input/", "mapping.rs"]),

@@ -110,6 +110,7 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
         ));
     }
     let route = cx.route(&b.topic, &b.qos, b.retain, &key("topic"), &key("qos"))?;
+    cx.no_sentence(&b.topic, &key("topic"))?;
     let adapter = match &b.adapter {
         None => None,
         Some(a) if !a.get_ref().is_empty() && !a.get_ref().contains(['/', ' ']) => {

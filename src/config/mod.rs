@@ -10,6 +10,7 @@ pub mod limits;
 pub mod link;
 mod locate;
 mod mqtt;
+mod nmea;
 pub mod raw;
 mod tables;
 pub mod tls;
@@ -302,6 +303,7 @@ impl Config {
             let name = check_name(&s.name, &key("name"))?;
             let route = cx.route(&s.topic, &s.qos, s.retain, &key("topic"), &key("qos"))?;
             cx.no_device(&route, &s.topic, &key("topic"))?;
+            cx.no_sentence(&s.topic, &key("topic"))?;
             let rate = *s.rate.get_ref();
             if !limits::SYNTHETIC_RATE.contains(&rate) {
                 let (lo, hi) = (limits::SYNTHETIC_RATE.start(), limits::SYNTHETIC_RATE.end());

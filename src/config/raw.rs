@@ -136,6 +136,10 @@ pub struct RawSerial {
     pub max_line: Option<Spanned<i64>>,
     pub reopen_min: Option<Spanned<String>>,
     pub reopen_max: Option<Spanned<String>>,
+    /// nmea: the sentence types to publish, e.g. ["GGA", "RMC"] (default: all).
+    pub sentences: Option<Spanned<Vec<String>>>,
+    /// nmea: at most one reading per sentence type per this long, but a change of fix now.
+    pub min_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Inputs turn bytes from the world into [`Reading`]s.
 //!
-//! - [`serial`]: a serial port read line by line, each line parsed by a [`format`].
+//! - [`serial`]: a serial port read line by line, each line parsed by a [`format`]; NMEA
+//!   sentences also pass the filter and rate limit of [`nmea`].
 //! - [`synthetic`]: readings at a rate, for the demo and benchmarks.
 //! - `ble` (feature `ble`): the BLE runtime (btleplug and BlueZ's D-Bus signals on a thread
 //!   of its own, GATT connections); what it hears is decoded by the pure [`crate::ble`].
@@ -17,6 +18,7 @@
 #[cfg(feature = "ble")]
 pub mod ble;
 pub mod format;
+pub mod nmea;
 pub mod serial;
 pub mod synthetic;
 

@@ -8,6 +8,7 @@
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
 use crate::input::format::{LineEnding, LineFormat};
+use crate::input::nmea::NmeaInput;
 use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp};
@@ -89,6 +90,13 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         ending,
         held_cr: false,
     };
+    let mut nmea = match format {
+        LineFormat::Nmea {
+            sentences,
+            min_interval,
+        } => Some(NmeaInput::new(*sentences, *min_interval)),
+        _ => None,
+    };
     loop {
         let n = match port.read(&mut buf).await {
             Ok(0) => return LinesEnded::Closed(std::io::ErrorKind::UnexpectedEof.into()),
@@ -111,7 +119,11 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
                 bad_frame(id, metrics, &format!("line longer than {max_line} bytes"));
                 continue;
             }
-            if let Some(reading) = parse_frame(id, format, &frame, metrics) {
+            let reading = match &mut nmea {
+                Some(n) => n.reading(id, &frame, metrics, tokio::time::Instant::now()),
+                None => parse_frame(id, format, &frame, metrics),
+            };
+            if let Some(reading) = reading {
                 if out.send(reading).await.is_err() {
                     return LinesEnded::PipelineGone;
                 }
@@ -171,20 +183,14 @@ pub fn parse_frame(
     frame: &[u8],
     metrics: &Metrics,
 ) -> Option<Reading> {
-    let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
-    let Ok(text) = std::str::from_utf8(frame) else {
-        bad_frame(id, metrics, "not UTF-8");
-        return None;
-    };
-    if text.trim().is_empty() {
-        return None; // blank lines between frames are not errors
-    }
+    let text = frame_text(id, frame, metrics)?;
     match format.parse(text) {
         Ok(fields) => Some(Reading {
             input: id.index,
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
             device: None,
+            sentence: None,
             fields,
         }),
         Err(e) => {
@@ -194,7 +200,20 @@ pub fn parse_frame(
     }
 }
 
-fn bad_frame(id: &InputId, metrics: &Metrics, why: &str) {
+/// The text of a line: None for a blank line, and for one that is not UTF-8 (counted).
+pub(crate) fn frame_text<'a>(id: &InputId, frame: &'a [u8], metrics: &Metrics) -> Option<&'a str> {
+    let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
+    let Ok(text) = std::str::from_utf8(frame) else {
+        bad_frame(id, metrics, "not UTF-8");
+        return None;
+    };
+    if text.trim().is_empty() {
+        return None; // blank lines between frames are not errors
+    }
+    Some(text)
+}
+
+pub(crate) fn bad_frame(id: &InputId, metrics: &Metrics, why: &str) {
     Metrics::add(&metrics.bad_frames, 1);
     debug!(input = %id.name, reason = why, "Skipped a malformed frame.");
 }
