@@ -16,6 +16,7 @@ mod faults_uplink;
 mod journal;
 mod layers;
 mod logs;
+mod nmea;
 mod notify;
 mod proxy;
 mod puback;

@@ -169,7 +169,7 @@ pub fn fix_time(s: &Sentence) -> Option<i64> {
 
 /// Checks the framing and checksum of `line` (without its line ending) and names it.
 pub fn frame(line: &str) -> Result<Frame<'_>, NmeaError> {
-    let line = line.trim_end_matches([' ', '\t']);
+    let line = line.trim_matches([' ', '\t']);
     let Some(start) = line.chars().next().filter(|c| *c == '$' || *c == '!') else {
         return Err(bad("not an NMEA sentence (no leading `$` or `!`)"));
     };

@@ -66,7 +66,10 @@ pub(super) fn fields(
             out.float("pdop", at(14))?;
             out.float("hdop", at(15))?;
             out.float("vdop", at(16))?;
-            s.part = out.int("system_id", at(17))?;
+            // NMEA 4.10's system id; a decimal there (a SiRF-TriG's BDGSA) is not one.
+            if at(17).bytes().all(|b| b.is_ascii_digit()) {
+                s.part = out.int("system_id", at(17))?;
+            }
         }
         Kind::Gsv => {
             out.int("messages", at(0))?;
