@@ -291,6 +291,27 @@ qos = 1
     }
 
     #[test]
+    fn the_sentence_label_fills_its_placeholder_whatever_the_fields_say() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             [[serial]]\nname = \"gps\"\ndevice = \"/dev/ttyACM0\"\nformat = \"nmea\"\n\
+             topic = \"site/{gateway}/{input}/{sentence}/{field}\"\n",
+        )
+        .unwrap();
+        let m = Mapper::new(&c);
+        let mut r = reading();
+        r.sentence = Some(Arc::from("GGA"));
+        r.fields = vec![(Arc::from("sentence"), Value::Text("RMC".into()))];
+        let (mut seq, mut out) = (1, Vec::new());
+        m.map(&r, &mut seq, &mut out);
+        assert_eq!(out[0].topic, "site/gw1/gps/GGA/sentence");
+        r.sentence = None;
+        m.map(&r, &mut seq, &mut out);
+        assert_eq!(out[1].topic, "site/gw1/gps/_/sentence");
+    }
+
+    #[test]
     fn one_plain_message_per_field() {
         let m = Mapper::new(&config("site/{gateway}/{input}/{field}"));
         let mut seq = 1;
