@@ -1,13 +1,18 @@
 //! NMEA: the gateway binary's CPU time while 4 GPS receivers talk at 10 Hz, as a share of
 //! one core (target: under 1%). Each receiver is a pseudo-terminal fed by a writer thread
 //! with a real receiver's epochs (tests/data/nmea/neo-m8n.log, a u-blox NEO-M8N: GNRMC,
-//! GNVTG, GNGGA, GNGSA x2, GPGSV x4, GLGSV x3, GNGLL; 13 sentences, about 830 bytes), ten
+//! GNVTG, GNGGA, GNGSA x2, GPGSV x3 or 4, GLGSV x3, GNGLL; 12 or 13 sentences, about 800 bytes), ten
 //! epochs a second; the gateway publishes to a local Mosquitto. CPU is utime + stime from
 //! /proc/<pid>/stat over the window, after a warm-up.
 //!
+//! First, for scale: sentences per second through the decoder alone and through the whole
+//! per-line path of the input (decode, filter, limiter, reading) on one core.
+//!
 //! Cases: `all` (every sentence published: 520 readings/s), `filter` (`sentences = ["GGA",
-//! "RMC", "VTG"]`: 120/s) and `limit` (every type, `min_interval = "1s"`: about 50/s).
-//! `cargo bench --bench nmea [-- --window SECS] [--case all|filter|limit] [--quick]`
+//! "RMC", "VTG"]`: 120/s), `limit` (every type, `min_interval = "1s"`: about 50/s), and
+//! with `--case none` the floor: `sentences = ["ZDA"]`, which the log has none of (every line
+//! read and checked, nothing published).
+//! `cargo bench --bench nmea [-- --window SECS] [--case all|filter|limit|none] [--quick]`
 //! (quick: a 10 s window). `SENSORGATE_BENCH_BIN` names another gateway binary to measure.
 
 mod common;
@@ -44,6 +49,40 @@ fn epochs() -> Vec<Vec<u8>> {
     epochs
 }
 
+/// Sentences per second on one core: the decoder alone, then the NMEA input's whole
+/// per-line path (decode, filter, limiter, the reading).
+fn decode_rates(n: usize) -> (f64, f64) {
+    use sensorgate::input::format::nmea::{decode, KindSet};
+    use sensorgate::input::nmea::NmeaInput;
+    let lines: Vec<String> = epochs()
+        .concat()
+        .split(|b| *b == b'\n')
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let t0 = Instant::now();
+    let mut fields = 0;
+    for line in lines.iter().cycle().take(n) {
+        fields += decode(line).map_or(0, |s| s.fields.len());
+    }
+    let decode_rate = n as f64 / t0.elapsed().as_secs_f64();
+    assert!(fields > n);
+    let id = sensorgate::input::InputId {
+        index: 0,
+        name: Arc::from("gps"),
+    };
+    let metrics = sensorgate::metrics::Metrics::default();
+    let mut input = NmeaInput::new(KindSet::ALL, Some(Duration::from_secs(1)));
+    let t0 = Instant::now();
+    let mut made = 0;
+    for line in lines.iter().cycle().take(n) {
+        let now = tokio::time::Instant::now();
+        made += input.reading(&id, line.as_bytes(), &metrics, now).is_some() as usize;
+    }
+    assert!(made > 0);
+    (decode_rate, n as f64 / t0.elapsed().as_secs_f64())
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -56,7 +95,8 @@ fn run(case: &str, window: f64) {
         "all" => "",
         "filter" => "sentences = [\"GGA\", \"RMC\", \"VTG\"]\n",
         "limit" => "min_interval = \"1s\"\n",
-        other => panic!("no case {other}: all, filter or limit"),
+        "none" => "sentences = [\"ZDA\"]\n", // the log has none: lines read, nothing published
+        other => panic!("no case {other}: all, filter, limit or none"),
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -143,6 +183,8 @@ fn main() {
         Some(c) => vec![c],
         None => vec!["all".into(), "filter".into(), "limit".into()],
     };
+    let (decode, input) = decode_rates(if common::quick() { 100_000 } else { 1_000_000 });
+    println!("decode: {decode:.0} sentences/s on one core; decode + filter + limiter + reading: {input:.0}/s (NEO-M8N epochs)");
     for case in cases {
         run(&case, window);
     }
