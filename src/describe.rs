@@ -120,7 +120,22 @@ pub fn describe(c: &Config) -> String {
             ),
         };
         let _ = writeln!(s, "  {}: {what}", i.name);
-        let example = i.route.topic.render(&c.gateway.id, &i.name, Some("FIELD"));
+        // An NMEA input's example names the first sentence type it publishes.
+        let sentence = match &i.kind {
+            InputKind::Serial(sc) => match &sc.format {
+                LineFormat::Nmea { sentences, .. } => sentences.names().first().copied(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let labels = topic::Labels {
+            device: None,
+            sentence,
+        };
+        let example = i
+            .route
+            .topic
+            .render_labels(&c.gateway.id, &i.name, labels, Some("FIELD"));
         let _ = writeln!(
             s,
             "    -> {} e.g. {example}",
@@ -128,4 +143,21 @@ pub fn describe(c: &Config) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_nmea_input_is_described_with_its_sentences_and_an_example_topic() {
+        let text = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+                    [[serial]]\nname = \"gps\"\ndevice = \"/dev/ttyACM0\"\nformat = \"nmea\"\n\
+                    topic = \"site/{gateway}/{input}/{sentence}\"\nsentences = [\"RMC\", \"GGA\"]\n\
+                    min_interval = \"10s\"\n";
+        let c = Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let d = describe(&c);
+        assert!(d.contains("nmea [GGA, RMC], min_interval 10s"), "{d}");
+        assert!(d.contains("e.g. site/gw1/gps/GGA"), "{d}");
+    }
 }
