@@ -3,7 +3,9 @@
 //! The port is (re)opened with backoff ([`Backoff`]) from `reopen_min` up to `reopen_max`,
 //! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
 //! `max_line` and lines that are not UTF-8 are counted as bad frames. A line ends as
-//! `line_ending` says: by default at CR, LF or CRLF (counted once).
+//! `line_ending` says: by default at CR, LF or CRLF (counted once). With `format = "nmea"`
+//! a line goes through [`NmeaInput`] (decoder, `sentences`, `min_interval`) instead of
+//! [`LineFormat::parse`]; its limiter starts afresh when the port is reopened.
 
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
