@@ -99,6 +99,16 @@ pub fn describe(c: &Config) -> String {
                         )
                     }
                     LineFormat::Regex(re) => format!("regex {}", re.as_str()),
+                    LineFormat::Nmea {
+                        sentences,
+                        min_interval,
+                    } => format!(
+                        "nmea [{}]{}",
+                        sentences.names().join(", "),
+                        min_interval
+                            .map(|d| format!(", min_interval {}", humantime::format_duration(d)))
+                            .unwrap_or_default()
+                    ),
                     f => f.name().to_string(),
                 };
                 format!(
@@ -172,14 +182,24 @@ pub fn describe(c: &Config) -> String {
             ),
         };
         let _ = writeln!(s, "  {}: {what}", i.name);
+        // The example names the first slave of a Modbus bus, the first sentence type an NMEA
+        // input publishes.
         let device = match &i.kind {
             InputKind::Modbus(m) => m.slaves.first().map(|s| s.device.as_ref()),
             _ => None,
         };
+        let sentence = match &i.kind {
+            InputKind::Serial(sc) => match &sc.format {
+                LineFormat::Nmea { sentences, .. } => sentences.names().first().copied(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let labels = topic::Labels { device, sentence };
         let example = i
             .route
             .topic
-            .render_device(&c.gateway.id, &i.name, device, Some("FIELD"));
+            .render_labels(&c.gateway.id, &i.name, labels, Some("FIELD"));
         let _ = writeln!(
             s,
             "    -> {} e.g. {example}",
@@ -227,5 +247,22 @@ fn fields(s: &mut String, rules: &FieldRules) {
                 humantime::format_duration(m)
             ))
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_nmea_input_is_described_with_its_sentences_and_an_example_topic() {
+        let text = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+                    [[serial]]\nname = \"gps\"\ndevice = \"/dev/ttyACM0\"\nformat = \"nmea\"\n\
+                    topic = \"site/{gateway}/{input}/{sentence}\"\nsentences = [\"RMC\", \"GGA\"]\n\
+                    min_interval = \"10s\"\n";
+        let c = Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let d = describe(&c);
+        assert!(d.contains("nmea [GGA, RMC], min_interval 10s"), "{d}");
+        assert!(d.contains("e.g. site/gw1/gps/GGA"), "{d}");
     }
 }

@@ -129,6 +129,9 @@ pub async fn run(
             "devices": metrics.device_failures().into_iter().map(|(name, f)| {
                 (name, serde_json::json!({"timeouts": f.timeouts, "exceptions": f.exceptions, "errors": f.errors}))
             }).collect::<serde_json::Map<_, _>>(),
+            "proprietary_frames": Metrics::get(&metrics.proprietary_frames),
+            "unsupported_frames": Metrics::get(&metrics.unsupported_frames),
+            "limited_frames": Metrics::get(&metrics.limited_frames),
             "acked": Metrics::get(&metrics.acked),
             "connects": Metrics::get(&metrics.connects),
             "ts": now.wall_ms,

@@ -21,6 +21,7 @@
 use crate::config::{Config, FieldRules, InputConfig, InputKind, Protocol, Qos, Route};
 use crate::discovery::{Announcer, Entity, Site};
 use crate::reading::{mono_ms, write_json_string, Reading, Stamp};
+use crate::topic::Labels;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -161,22 +162,33 @@ impl Mapper {
         let (Some(d), Some(slot)) = (&self.discovery, self.inputs.get(reading.input)) else {
             return;
         };
-        let device = reading.device.as_ref();
+        let (device, sentence) = (reading.device.as_ref(), reading.sentence.as_ref());
+        let labels = Labels {
+            device: device.map(|d| &**d),
+            sentence: sentence.map(|s| &**s),
+        };
         let mut configs = Vec::new();
         for (field, value) in &reading.fields {
-            if !announcer.needs(reading.input, device, field) {
+            let key = (
+                reading.input,
+                device.cloned(),
+                sentence.cloned(),
+                field.clone(),
+            );
+            if !announcer.needs(&key) {
                 continue;
             }
             let per_field = slot.route.topic.per_field();
-            let state_topic = slot.route.topic.render_device(
+            let state_topic = slot.route.topic.render_labels(
                 &self.gateway,
                 &slot.name,
-                device.map(|d| &**d),
+                labels,
                 per_field.then_some(&**field),
             );
             let e = Entity {
                 input: &slot.name,
-                device: device.map(|d| &**d),
+                device: labels.device,
+                sentence: labels.sentence,
                 model: slot.kind,
                 field,
                 value,
@@ -185,7 +197,7 @@ impl Mapper {
                 json: !per_field,
                 expire_after: d.expire_after.filter(|_| slot.kind == "ble"),
             };
-            announcer.announce(&d.site, reading.input, device, field, &e, &mut configs);
+            announcer.announce(&d.site, key, &e, &mut configs);
         }
         self.push_configs(configs, reading.stamp, reading.at, seq, out);
     }
@@ -237,22 +249,22 @@ impl Mapper {
             created_ms: reading.stamp.wall_ms,
             unsynced_mono_ms: (!reading.stamp.synced).then(|| mono_ms(reading.at)),
         };
+        let labels = Labels {
+            device: reading.device.as_deref(),
+            sentence: reading.sentence.as_deref(),
+        };
         if route.topic.per_field() {
             for (name, value) in &reading.fields {
-                let topic = route.topic.render_device(
-                    &self.gateway,
-                    input,
-                    reading.device.as_deref(),
-                    Some(name),
-                );
+                let topic = route
+                    .topic
+                    .render_labels(&self.gateway, input, labels, Some(name));
                 out.push(message(*seq, topic, value.to_string().into_bytes()));
                 *seq += 1;
             }
         } else {
-            let topic =
-                route
-                    .topic
-                    .render_device(&self.gateway, input, reading.device.as_deref(), None);
+            let topic = route
+                .topic
+                .render_labels(&self.gateway, input, labels, None);
             out.push(message(*seq, topic, self.json_payload(reading, *seq)));
             *seq += 1;
         }
@@ -401,6 +413,7 @@ qos = 1
             },
             at: Instant::now(),
             device: None,
+            sentence: None,
             fields: vec![
                 (Arc::from("seq"), Value::Int(17)),
                 (Arc::from("temp"), Value::Float(21.5)),
@@ -425,6 +438,27 @@ qos = 1
         assert_eq!(v["_gw"], "gw1");
         assert_eq!(v["_ts"], 1_780_000_000_000_i64);
         assert!(v.get("_clock").is_none());
+    }
+
+    #[test]
+    fn the_sentence_label_fills_its_placeholder_whatever_the_fields_say() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             [[serial]]\nname = \"gps\"\ndevice = \"/dev/ttyACM0\"\nformat = \"nmea\"\n\
+             topic = \"site/{gateway}/{input}/{sentence}/{field}\"\n",
+        )
+        .unwrap();
+        let m = Mapper::new(&c);
+        let mut r = reading();
+        r.sentence = Some(Arc::from("GGA"));
+        r.fields = vec![(Arc::from("sentence"), Value::Text("RMC".into()))];
+        let (mut seq, mut out) = (1, Vec::new());
+        m.map(&r, &mut seq, &mut out);
+        assert_eq!(out[0].topic, "site/gw1/gps/GGA/sentence");
+        r.sentence = None;
+        m.map(&r, &mut seq, &mut out);
+        assert_eq!(out[1].topic, "site/gw1/gps/_/sentence");
     }
 
     #[test]

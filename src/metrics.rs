@@ -13,6 +13,12 @@ use tokio::sync::Notify;
 pub struct Metrics {
     pub readings: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// NMEA: proprietary sentences (`$P...`), skipped.
+    pub proprietary_frames: AtomicU64,
+    /// NMEA: AIS, queries and sentence types not decoded, skipped.
+    pub unsupported_frames: AtomicU64,
+    /// NMEA: sentences held back by `min_interval`.
+    pub limited_frames: AtomicU64,
     pub committed: AtomicU64,
     pub dropped: AtomicU64,
     pub published: AtomicU64,

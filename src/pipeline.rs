@@ -489,6 +489,7 @@ mod tests {
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
             device: None,
+            sentence: None,
             fields: vec![(Arc::from("x"), Value::Text(text.into()))],
         }
     }

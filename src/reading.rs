@@ -121,6 +121,15 @@ impl Stamp {
     }
 }
 
+/// Whether the system clock (not a GPS fix) is synchronised now.
+pub fn system_clock_synced() -> bool {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    clock_synced(wall_ms)
+}
+
 /// GPS time minus [`mono_ms`] at the last valid fix; `i64::MIN` before any.
 static GPS_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
 
@@ -259,6 +268,9 @@ pub struct Reading {
     pub at: Instant,
     /// The device within the input (BLE: alias or address), for `{device}` in topics.
     pub device: Option<Arc<str>>,
+    /// The NMEA sentence type (`GGA`) of a reading of an NMEA input, for `{sentence}` in
+    /// topics; kept here so that no transform of the fields can change it.
+    pub sentence: Option<Arc<str>>,
     pub fields: Vec<(Arc<str>, Value)>,
 }
 

@@ -13,6 +13,7 @@ enum Part {
     Gateway,
     Input,
     Device,
+    Sentence,
     Field,
 }
 
@@ -25,7 +26,8 @@ pub struct Template {
 
 impl Template {
     /// Parses a template; placeholders are `{gateway}`, `{input}`, `{device}` (BLE inputs:
-    /// the device's alias or address) and `{field}`.
+    /// the device's alias or address), `{sentence}` (NMEA inputs: the sentence type, `GGA`)
+    /// and `{field}`.
     pub fn parse(text: &str) -> Result<Template, String> {
         if text.is_empty() {
             return Err("a topic template must not be empty".into());
@@ -55,10 +57,11 @@ impl Template {
                 "gateway" => Part::Gateway,
                 "input" => Part::Input,
                 "device" => Part::Device,
+                "sentence" => Part::Sentence,
                 "field" => Part::Field,
                 other => {
                     return Err(format!(
-                        "`{text}` uses `{{{other}}}`; the placeholders are {{gateway}}, {{input}}, {{device}} and {{field}}"
+                        "`{text}` uses `{{{other}}}`; the placeholders are {{gateway}}, {{input}}, {{device}}, {{sentence}} and {{field}}"
                     ))
                 }
             });
@@ -86,6 +89,11 @@ impl Template {
         self.parts.contains(&Part::Device)
     }
 
+    /// Whether the template names `{sentence}` (only NMEA inputs have sentences).
+    pub fn uses_sentence(&self) -> bool {
+        self.parts.contains(&Part::Sentence)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -103,6 +111,23 @@ impl Template {
         device: Option<&str>,
         field: Option<&str>,
     ) -> String {
+        let labels = Labels {
+            device,
+            sentence: None,
+        };
+        self.render_labels(gateway, input, labels, field)
+    }
+
+    /// Renders the topic of a reading with its labels (a placeholder without its label
+    /// becomes `_`).
+    pub fn render_labels(
+        &self,
+        gateway: &str,
+        input: &str,
+        labels: Labels<'_>,
+        field: Option<&str>,
+    ) -> String {
+        let device = labels.device;
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in &self.parts {
             match part {
@@ -110,11 +135,19 @@ impl Template {
                 Part::Gateway => push_sanitised(&mut out, gateway),
                 Part::Input => push_sanitised(&mut out, input),
                 Part::Device => push_sanitised(&mut out, device.unwrap_or("")),
+                Part::Sentence => push_sanitised(&mut out, labels.sentence.unwrap_or("")),
                 Part::Field => push_sanitised(&mut out, field.unwrap_or("")),
             }
         }
         out
     }
+}
+
+/// What a reading (not its fields) puts in its topic: `{device}` and `{sentence}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Labels<'a> {
+    pub device: Option<&'a str>,
+    pub sentence: Option<&'a str>,
 }
 
 /// Appends `value` with every character that could change the topic's structure replaced
@@ -176,6 +209,17 @@ mod tests {
             "site/yard/a4c1_388e_1122"
         );
         assert_eq!(t.render("gw1", "yard", None), "site/yard/_");
+        let t = Template::parse("site/{gateway}/{input}/{sentence}").unwrap();
+        assert!(t.uses_sentence() && !t.uses_device() && !t.per_field());
+        let labels = Labels {
+            device: None,
+            sentence: Some("G/A+#"),
+        };
+        assert_eq!(
+            t.render_labels("gw1", "gps", labels, None),
+            "site/gw1/gps/G_A__"
+        );
+        assert_eq!(t.render("gw1", "gps", None), "site/gw1/gps/_");
     }
 
     #[test]

@@ -30,14 +30,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What the gate keeps state for: one input slot (a reload that changes an input gives it
-/// a new slot, so its state starts afresh) and one device within it.
-///
-/// A further attribute a reading may carry (e.g. an NMEA sentence type) joins the key here
-/// and in [`Key::of`]; nothing else changes.
+/// a new slot, so its state starts afresh), one device within it, and (NMEA) one sentence
+/// type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     pub slot: usize,
     pub device: Option<Arc<str>>,
+    /// NMEA: each sentence type reports on its own (a GGA does not hold an RMC back).
+    pub sentence: Option<Arc<str>>,
 }
 
 impl Key {
@@ -45,6 +45,7 @@ impl Key {
         Key {
             slot: reading.input,
             device: reading.device.clone(),
+            sentence: reading.sentence.clone(),
         }
     }
 }
@@ -269,6 +270,7 @@ mod tests {
             },
             at,
             device: None,
+            sentence: None,
             fields: fields
                 .iter()
                 .map(|(n, v)| (Arc::from(*n), v.clone()))

@@ -34,7 +34,7 @@ const BAD: &[(&str, &str, usize, &str, &str)] = &[
     ("bad size", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nmax_size = \"lots\"\n", 7, "queue.max_size", "not a size"),
     ("tiny size", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nmax_size = \"1KiB\"\n", 7, "queue.max_size", "at least 64KiB"),
     ("bad policy", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[queue]\nwhen_full = \"panic\"\n", 7, "queue.when_full", "drop_oldest"),
-    ("bad format", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"xml\"\ntopic = \"t\"\n", 9, "serial[0].format", "json, kv, csv, regex or raw"),
+    ("bad format", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"xml\"\ntopic = \"t\"\n", 9, "serial[0].format", "json, kv, csv, regex, raw or nmea"),
     ("csv without columns", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"csv\"\ntopic = \"t\"\n", 9, "serial[0].columns", "needs `columns"),
     ("bad regex", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"regex\"\npattern = \"(?P<t>[0-9\"\ntopic = \"t\"\n", 10, "serial[0].pattern", "regex parse error"),
     ("regex without names", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"regex\"\npattern = \"([0-9]+)\"\ntopic = \"t\"\n", 10, "serial[0].pattern", "no named capture"),
@@ -68,6 +68,12 @@ const BAD: &[(&str, &str, usize, &str, &str)] = &[
     ("read without every", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\nmode = \"read\"\ndecode = { type = \"i16le\", field = \"t\" }\n", 13, "ble[0].gatt[0].every", "needs `every"),
     ("bad gatt type", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6e\"\nmode = \"notify\"\ndecode = { type = \"i24le\", field = \"t\" }\n", 14, "ble[0].gatt[0].decode", "i16le"),
     ("bad characteristic uuid", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[ble]]\nname = \"b\"\ntopic = \"t/{device}\"\n[[ble.gatt]]\naddress = \"C0:98:E5:49:00:01\"\nservice = \"181a\"\ncharacteristic = \"2a6\"\nmode = \"notify\"\ndecode = { type = \"i16le\", field = \"t\" }\n", 12, "ble[0].gatt[0].characteristic", "must be a UUID"),
+    ("unknown nmea sentence", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"gps\"\ndevice = \"/dev/x\"\nformat = \"nmea\"\ntopic = \"t/{sentence}\"\nsentences = [\"GGA\", \"GPRMC\"]\n", 11, "serial[0].sentences", "`GPRMC` is not a sentence type"),
+    ("no nmea sentence", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"gps\"\ndevice = \"/dev/x\"\nformat = \"nmea\"\ntopic = \"t\"\nsentences = []\n", 11, "serial[0].sentences", "at least one"),
+    ("bad nmea min_interval", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"gps\"\ndevice = \"/dev/x\"\nformat = \"nmea\"\ntopic = \"t\"\nmin_interval = \"2 days\"\n", 11, "serial[0].min_interval", "between 0s and 1d"),
+    ("sentences on json", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ntopic = \"t\"\nsentences = [\"GGA\"]\n", 11, "serial[0].sentences", "belongs to format \"nmea\""),
+    ("sentence in a json topic", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[serial]]\nname = \"a\"\ndevice = \"/dev/x\"\nformat = \"json\"\ntopic = \"t/{sentence}\"\n", 10, "serial[0].topic", "{sentence} belongs to [[serial]] inputs with format = \"nmea\""),
+    ("sentence in a synthetic topic", "[gateway]\nid = \"g\"\nstate_dir = \"/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[[synthetic]]\nname = \"s\"\nrate = 1.0\nfields = [\"x\"]\ntopic = \"t/{sentence}\"\n", 10, "synthetic[0].topic", "{sentence} belongs to"),
 ];
 
 #[test]
@@ -107,6 +113,41 @@ fn the_ble_example_is_valid() {
             .topic
             .render_device("gw1", "yard", Some("greenhouse"), None),
         "site/gw1/yard/greenhouse"
+    );
+}
+
+/// The NMEA example of README.md: a GPS on `{sentence}` topics, two types, one a minute.
+#[test]
+fn the_nmea_example_is_valid() {
+    use sensorgate::input::format::{nmea::Kind, LineFormat};
+    let text = format!(
+        "{GOOD}\n[[serial]]\nname = \"gps\"\ndevice = \"/dev/ttyACM0\"\nbaud = 9600\nformat = \"nmea\"\n\
+         topic = \"site/{{gateway}}/{{input}}/{{sentence}}\"\nsentences = [\"GGA\", \"RMC\"]\nmin_interval = \"60s\"\n"
+    );
+    let c = Config::parse(Path::new("sensorgate.toml"), &text).unwrap();
+    let sensorgate::config::InputKind::Serial(s) = &c.inputs[1].kind else {
+        panic!("{:?}", c.inputs[1].kind)
+    };
+    let LineFormat::Nmea {
+        sentences,
+        min_interval,
+    } = &s.format
+    else {
+        panic!("{:?}", s.format)
+    };
+    assert!(sentences.contains(Kind::Gga) && sentences.contains(Kind::Rmc));
+    assert!(!sentences.contains(Kind::Gsv));
+    assert_eq!(*min_interval, Some(std::time::Duration::from_secs(60)));
+    let labels = sensorgate::topic::Labels {
+        device: None,
+        sentence: Some("GGA"),
+    };
+    assert_eq!(
+        c.inputs[1]
+            .route
+            .topic
+            .render_labels("gw1", "gps", labels, None),
+        "site/gw1/gps/GGA"
     );
 }
 

@@ -288,3 +288,90 @@ fn sequence_numbers_keep_rising_after_a_reset_while_the_clock_reads_1970() {
     let (status, _) = gw.terminate(LONG);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// `$GPRMC` with status A for the Unix time `ms`, checksummed.
+fn rmc(ms: i64) -> String {
+    let (secs, frac) = (ms.div_euclid(1000), ms.rem_euclid(1000) / 10);
+    let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let body = format!(
+        "GPRMC,{:02}{:02}{:02}.{frac:02},A,4807.038,N,01131.000,E,0.4,84.4,{d:02}{m:02}{:02},,,A",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        y % 100
+    );
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{sum:02X}")
+}
+
+#[test]
+fn a_gps_fix_tells_the_time_while_the_system_clock_reads_1970() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::starting_at(tmp.path(), faketime(), BOOT_1970);
+    let port = crate::support::free_port();
+    let mut gps = crate::support::pty::Pty::open();
+    let text = config_on(tmp.path(), port, 20.0, 1_000_000, "max_age = \"1h\"\n")
+        .replace("health_interval = \"0s\"", "health_interval = \"1s\"")
+        + &format!(
+            "\n[[serial]]\nname = \"gps\"\ndevice = \"{}\"\nformat = \"nmea\"\n\
+             topic = \"site/{{gateway}}/{{input}}/{{sentence}}\"\nsentences = [\"GGA\"]\n",
+            gps.path.display()
+        );
+    let mut gw = Gateway::new(tmp.path(), &text);
+    gw.env = clock.env();
+    let started_ms = real_now_ms();
+    gw.start();
+    gw.wait_log("Serial port open.", LONG);
+    wait_until("readings stamped by the 1970 clock", LONG, || {
+        gw.pending() >= 20
+    });
+    // The receiver gets its fix: the RMC (not published: only GGA is) tells the time.
+    let fix_ms = real_now_ms();
+    gps.line(&rmc(fix_ms));
+    gw.wait_log("GPS fix", LONG);
+    let before = gw.pending();
+    wait_until("the stamps taken before the fix corrected", LONG, || {
+        gw.stats().unwrap()["oldest_age_s"].as_f64().unwrap() < 3600.0
+    });
+    wait_until("readings stamped after the fix", LONG, || {
+        gw.pending() >= before + 20
+    });
+    let (status, _) = gw.terminate(LONG);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let done_ms = real_now_ms();
+    let (mut corrected, mut by_gps) = (0, 0);
+    for m in gw.export() {
+        let p: serde_json::Value = serde_json::from_str(m["payload"].as_str().unwrap()).unwrap();
+        let ts = p["_ts"].as_i64().unwrap();
+        // Every stamp is the real time the reading was taken, within the run.
+        assert!(
+            (started_ms - 5_000..=done_ms + 5_000).contains(&ts),
+            "{m}: taken between {started_ms} and {done_ms}"
+        );
+        match p.get("_clock") {
+            Some(c) => {
+                assert_eq!(c, "corrected", "{m}");
+                corrected += 1;
+            }
+            None => by_gps += 1,
+        }
+    }
+    assert!(
+        corrected >= 20 && by_gps >= 20,
+        "{corrected} corrected, {by_gps} by GPS"
+    );
+    assert!(
+        !gw.log().contains("GGA"),
+        "nothing but the clock came of the RMC"
+    );
+}

@@ -62,9 +62,9 @@ fn logs_go_to_the_journal_with_their_fields() {
     wait_until(
         "the serial warning reaches the journal",
         Duration::from_secs(30),
-        || find("Cannot open serial port").is_some(),
+        || find("Serial device absent").is_some(),
     );
-    let entry = find("Cannot open serial port").unwrap();
+    let entry = find("Serial device absent").unwrap();
     let field = |k: &str| {
         entry
             .iter()

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ble/",
             "input/format.rs",
             "input/modbus/plan.rs",
+            "input/format/",
             "input/mod.rs",
         ],
     ),

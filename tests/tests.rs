@@ -21,6 +21,7 @@ mod layers;
 mod logs;
 mod modbus;
 mod modbus_config;
+mod nmea;
 mod notify;
 mod proxy;
 mod puback;

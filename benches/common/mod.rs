@@ -71,6 +71,7 @@ pub fn reading(i: usize, stamp: sensorgate::reading::Stamp) -> sensorgate::readi
         stamp,
         at: Instant::now(),
         device: None,
+        sentence: None,
         fields: vec![
             (
                 Arc::from("temperature"),

@@ -193,6 +193,7 @@ impl Processor {
             stamp: Stamp::now(),
             at: now,
             device: Some(self.label(&address)),
+            sentence: None,
             fields: out,
         })
     }

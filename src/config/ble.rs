@@ -122,6 +122,7 @@ pub(super) fn validate(cx: &Cx, i: usize, b: &RawBle) -> Result<(Route, BleConfi
         &prefix,
         None,
     )?);
+    cx.no_sentence(&b.topic, &key("topic"))?;
     let adapter = match &b.adapter {
         None => None,
         Some(a) if !a.get_ref().is_empty() && !a.get_ref().contains(['/', ' ']) => {

@@ -52,6 +52,8 @@ pub const BAUD: RangeInclusive<i64> = 50..=12_000_000;
 pub const REOPEN_MAX: RangeInclusive<Duration> = ms(100)..=s(DAY);
 /// `serial.reopen_min`.
 pub const REOPEN_MIN: RangeInclusive<Duration> = ms(10)..=s(HOUR);
+/// `serial.min_interval` (format "nmea"; 0: no limit).
+pub const NMEA_MIN_INTERVAL: RangeInclusive<Duration> = s(0)..=s(DAY);
 /// `synthetic.rate`, readings per second.
 pub const SYNTHETIC_RATE: RangeInclusive<f64> = 0.001..=1_000_000.0;
 /// `ble.min_interval` (0: publish changes only).

@@ -13,6 +13,7 @@ pub mod link;
 mod locate;
 pub mod modbus;
 mod mqtt;
+mod nmea;
 pub mod raw;
 mod registers;
 mod tables;
@@ -322,6 +323,7 @@ impl Config {
             let rules = s.fields.get_ref().rules();
             let prefix = format!("synthetic[{i}]");
             let rules = fields::rules(cx, rules, &s.max_interval, &prefix, Some(&known))?;
+            cx.no_sentence(&s.topic, &key("topic"))?;
             let rate = *s.rate.get_ref();
             if !limits::SYNTHETIC_RATE.contains(&rate) {
                 let (lo, hi) = (limits::SYNTHETIC_RATE.start(), limits::SYNTHETIC_RATE.end());

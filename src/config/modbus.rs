@@ -130,6 +130,7 @@ pub(super) fn validate(
 ) -> Result<(Route, ModbusConfig), ConfigError> {
     let key = |k: &str| format!("modbus[{i}].{k}");
     let route = cx.route(&m.topic, &m.qos, m.retain, &key("topic"), &key("qos"))?;
+    cx.no_sentence(&m.topic, &key("topic"))?;
     let bus = bus(cx, i, m)?;
     let timeout = cx.duration(
         &m.timeout,

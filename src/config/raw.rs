@@ -143,6 +143,10 @@ pub struct RawSerial {
     #[serde(default)]
     pub fields: super::fields::RawFields,
     pub max_interval: Option<Spanned<String>>,
+    /// nmea: the sentence types to publish, e.g. ["GGA", "RMC"] (default: all).
+    pub sentences: Option<Spanned<Vec<String>>>,
+    /// nmea: at most one reading per sentence type per this long, but a change of fix now.
+    pub min_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,8 @@
 
 use super::locate::Cx;
 use super::{limits, raw, units, ConfigError, Qos, QueueConfig, Route, SerialConfig, WhenFull};
-use crate::input::format::{LineEnding, LineFormat};
-use crate::topic::Template;
+use crate::input::format::{nmea, LineEnding, LineFormat};
+use crate::topic::{Labels, Template};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,9 +145,13 @@ impl Cx<'_> {
         field: usize,
     ) -> Result<(), ConfigError> {
         let (d, f) = ("d".repeat(device), "f".repeat(field));
+        let labels = Labels {
+            device: Some(&d),
+            sentence: Some(&"s".repeat(nmea::LONGEST_NAME)),
+        };
         let len = route
             .topic
-            .render_device(gateway, input, Some(&d), Some(&f))
+            .render_labels(gateway, input, labels, Some(&f))
             .len();
         if len > limits::MQTT_STRING {
             return Err(self.at(
@@ -277,6 +281,7 @@ impl Cx<'_> {
             "json" => LineFormat::Json,
             "kv" => LineFormat::Kv,
             "raw" => LineFormat::Raw,
+            "nmea" => self.nmea(s, i)?,
             "csv" => {
                 let columns = s.columns.as_ref().ok_or_else(|| {
                     self.at(
@@ -329,7 +334,7 @@ impl Cx<'_> {
                 return Err(self.at(
                     &s.format,
                     &key("format"),
-                    &format!("`{other}` is not a format; use json, kv, csv, regex or raw"),
+                    &format!("`{other}` is not a format; use json, kv, csv, regex, raw or nmea"),
                 ))
             }
         };
@@ -345,6 +350,15 @@ impl Cx<'_> {
             if let Some(p) = &s.pattern {
                 only("regex", true, p.span(), "pattern")?;
             }
+        }
+        if !matches!(format, LineFormat::Nmea { .. }) {
+            if let Some(v) = &s.sentences {
+                only("nmea", true, v.span(), "sentences")?;
+            }
+            if let Some(v) = &s.min_interval {
+                only("nmea", true, v.span(), "min_interval")?;
+            }
+            self.no_sentence(&s.topic, &key("topic"))?;
         }
         Ok(format)
     }

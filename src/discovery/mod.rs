@@ -37,6 +37,8 @@ pub struct Entity<'a> {
     pub input: &'a str,
     /// BLE devices and Modbus slaves; `None` for an input that is one device.
     pub device: Option<&'a str>,
+    /// NMEA: the sentence type whose field this is (`GGA`): part of the entity's name.
+    pub sentence: Option<&'a str>,
     /// What kind of input (`serial`, `ble`, `modbus`, ...), the device's model in HA.
     pub model: &'a str,
     pub field: &'a str,
@@ -117,6 +119,10 @@ pub fn config(site: &Site, e: &Entity) -> (String, Vec<u8>) {
         id_part(&mut object, d);
     }
     let mut field = String::new();
+    if let Some(s) = e.sentence {
+        id_part(&mut field, s);
+        field.push('_');
+    }
     id_part(&mut field, e.field);
     object.push('_');
     object.push_str(&field);
@@ -127,7 +133,11 @@ pub fn config(site: &Site, e: &Entity) -> (String, Vec<u8>) {
         gateway_id(&site.gateway)
     );
     let mut m = Map::new();
-    m.insert("name".into(), e.field.into());
+    let name = match e.sentence {
+        Some(s) => format!("{s} {}", e.field),
+        None => e.field.to_string(),
+    };
+    m.insert("name".into(), name.into());
     m.insert("unique_id".into(), format!("{device}_{field}").into());
     m.insert("state_topic".into(), e.state_topic.into());
     let value = if e.json {
@@ -211,8 +221,8 @@ pub fn gateway_config(site: &Site) -> (String, Vec<u8>) {
     (topic, payload.to_string().into_bytes())
 }
 
-/// An entity: the input slot, the device and the field.
-type Key = (usize, Option<Arc<str>>, Arc<str>);
+/// An entity: the input slot, the device, the sentence type (NMEA) and the field.
+pub type Key = (usize, Option<Arc<str>>, Option<Arc<str>>, Arc<str>);
 
 /// The entities announced so far, with their config messages (to send again).
 #[derive(Debug, Default)]
@@ -224,10 +234,8 @@ pub struct Announcer {
 
 impl Announcer {
     /// Whether the entity of `field` of `device` of input `slot` still needs its config.
-    pub fn needs(&self, slot: usize, device: Option<&Arc<str>>, field: &Arc<str>) -> bool {
-        !self
-            .announced
-            .contains_key(&(slot, device.cloned(), field.clone()))
+    pub fn needs(&self, key: &Key) -> bool {
+        !self.announced.contains_key(key)
     }
 
     /// Records the config of an entity; returns it to be sent. The gateway's own config comes
@@ -235,9 +243,7 @@ impl Announcer {
     pub fn announce(
         &mut self,
         site: &Site,
-        slot: usize,
-        device: Option<&Arc<str>>,
-        field: &Arc<str>,
+        key: Key,
         e: &Entity,
         out: &mut Vec<(String, Vec<u8>)>,
     ) {
@@ -246,8 +252,7 @@ impl Announcer {
         }
         let message = config(site, e);
         out.push(message.clone());
-        self.announced
-            .insert((slot, device.cloned(), field.clone()), message);
+        self.announced.insert(key, message);
     }
 
     /// Every config announced so far (Home Assistant came online: it may have lost them).

@@ -14,6 +14,7 @@ fn entity<'a>(field: &'a str, value: &'a Value, json: bool) -> Entity<'a> {
     Entity {
         input: "yard",
         device: Some("kitchen"),
+        sentence: None,
         model: "ble",
         field,
         value,
@@ -99,18 +100,16 @@ fn the_announcer_announces_each_entity_once_and_the_gateway_first() {
     let (dev, field): (Arc<str>, Arc<str>) = ("kitchen".into(), "temperature".into());
     let v = Value::Float(1.0);
     let mut out = Vec::new();
-    assert!(a.needs(0, Some(&dev), &field));
+    assert!(a.needs(&(0, Some(dev.clone()), None, field.clone())));
     a.announce(
         &s,
-        0,
-        Some(&dev),
-        &field,
+        (0, Some(dev.clone()), None, field.clone()),
         &entity("temperature", &v, true),
         &mut out,
     );
-    assert!(!a.needs(0, Some(&dev), &field));
+    assert!(!a.needs(&(0, Some(dev.clone()), None, field.clone())));
     assert!(
-        a.needs(1, Some(&dev), &field),
+        a.needs(&(1, Some(dev.clone()), None, field.clone())),
         "another slot is another entity"
     );
     assert_eq!(out.len(), 2);
@@ -118,9 +117,7 @@ fn the_announcer_announces_each_entity_once_and_the_gateway_first() {
     let hum: Arc<str> = "humidity".into();
     a.announce(
         &s,
-        0,
-        Some(&dev),
-        &hum,
+        (0, Some(dev.clone()), None, hum.clone()),
         &entity("humidity", &v, true),
         &mut out,
     );
@@ -146,6 +143,7 @@ fn the_readme_example_is_what_the_code_writes() {
     let e = Entity {
         input: "yard",
         device: Some("greenhouse"),
+        sentence: None,
         model: "ble",
         field: "temperature",
         value: &v,

@@ -79,16 +79,17 @@ pub async fn watch(path: &Path, opened: Identity) -> Change {
 }
 
 /// Waits until `path` exists (checking every [`CHECK_EVERY`]); `Err` when `cancel` fires.
-/// Returns at once when it exists. `absent` runs once if it does not, to say so.
+/// Returns at once when it exists. `absent` runs once if it does not, with the reason, to
+/// say so.
 pub async fn present(
     path: &Path,
     cancel: &CancellationToken,
-    absent: impl FnOnce(),
+    absent: impl FnOnce(&io::Error),
 ) -> Result<(), ()> {
-    if std::fs::metadata(path).is_ok() {
-        return Ok(());
+    match std::fs::metadata(path) {
+        Ok(_) => return Ok(()),
+        Err(e) => absent(&e),
     }
-    absent();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -156,17 +157,17 @@ mod tests {
         let mut said = 0;
         let waiting = {
             let (link, cancel) = (link.clone(), cancel.clone());
-            tokio::spawn(async move { present(&link, &cancel, || {}).await })
+            tokio::spawn(async move { present(&link, &cancel, |_| {}).await })
         };
         tokio::time::sleep(CHECK_EVERY * 2).await;
         assert!(!waiting.is_finished());
         std::fs::write(&link, "").unwrap();
         assert_eq!(waiting.await.unwrap(), Ok(()));
-        assert_eq!(present(&link, &cancel, || said += 1).await, Ok(()));
+        assert_eq!(present(&link, &cancel, |_| said += 1).await, Ok(()));
         assert_eq!(said, 0, "a path that exists is not reported absent");
         std::fs::remove_file(&link).unwrap();
         cancel.cancel();
-        assert_eq!(present(&link, &cancel, || said += 1).await, Err(()));
+        assert_eq!(present(&link, &cancel, |_| said += 1).await, Err(()));
         assert_eq!(said, 1);
     }
 }

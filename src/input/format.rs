@@ -1,11 +1,15 @@
-//! Line formats of serial inputs: one frame per line, parsed into named values.
+//! Line formats of serial inputs: one frame per line, parsed into named values. NMEA 0183
+//! sentences are decoded by [`nmea`].
 //!
 //! **Invariant:** parsing is pure and total: any input returns either fields or a
 //! [`FrameError`]; it never panics and allocates at most in proportion to the line.
 
+pub mod nmea;
+
 use crate::reading::Value;
 use regex::Regex;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most fields one frame may carry; a frame with more is rejected.
 pub const MAX_FIELDS: usize = 256;
@@ -26,6 +30,12 @@ pub enum LineFormat {
     Regex(Regex),
     /// The whole line as one text field named `value`.
     Raw,
+    /// NMEA 0183 sentences ([`nmea`]): those of the types in `sentences`, at most one per
+    /// type (and part) per `min_interval` unless the fix state changed.
+    Nmea {
+        sentences: nmea::KindSet,
+        min_interval: Option<Duration>,
+    },
 }
 
 /// What ends a line of a serial input (`line_ending`).
@@ -69,6 +79,7 @@ impl LineFormat {
             LineFormat::Csv { .. } => "csv",
             LineFormat::Regex(_) => "regex",
             LineFormat::Raw => "raw",
+            LineFormat::Nmea { .. } => "nmea",
         }
     }
 
@@ -80,6 +91,16 @@ impl LineFormat {
             LineFormat::Csv { columns, delimiter } => parse_csv(line, columns, *delimiter)?,
             LineFormat::Regex(re) => parse_regex(line, re)?,
             LineFormat::Raw => vec![(Arc::from("value"), Value::Text(line.to_string()))],
+            LineFormat::Nmea { .. } => match nmea::decode(line) {
+                Ok(s) => s.fields,
+                Err(nmea::NmeaError::Bad(e)) => return Err(e),
+                Err(nmea::NmeaError::Proprietary) => {
+                    return Err(FrameError("a proprietary sentence".into()))
+                }
+                Err(nmea::NmeaError::Unsupported(a)) => {
+                    return Err(FrameError(format!("`{a}` sentences are not decoded")))
+                }
+            },
         };
         if fields.is_empty() {
             return Err(FrameError("the frame holds no values".into()));

@@ -1,7 +1,8 @@
 //! Inputs turn bytes from the world into [`Reading`]s.
 //!
 //! - [`serial`]: a serial port read line by line, each line parsed by a [`format`]; its
-//!   device path, a by-id symlink or not, is opened and watched by [`device`].
+//!   device path, a by-id symlink or not, is opened and watched by [`device`]; NMEA
+//!   sentences also pass the filter and rate limit of [`nmea`].
 //! - [`synthetic`]: readings at a rate, for the demo and benchmarks.
 //! - [`modbus`]: Modbus RTU or TCP slaves polled on a bus; [`modbus::plan`] (pure, like
 //!   [`format`]) plans the reads and decodes the registers.
@@ -22,6 +23,7 @@ pub mod ble;
 pub mod device;
 pub mod format;
 pub mod modbus;
+pub mod nmea;
 pub mod serial;
 pub mod synthetic;
 

@@ -59,9 +59,9 @@ pub async fn run(
     let mut absent = false;
     loop {
         if let Bus::Rtu { device, .. } = &config.bus {
-            let say = || {
+            let say = |e: &std::io::Error| {
                 if !absent {
-                    info!(input = %id.name, bus = %bus, "Modbus bus device absent; waiting for it.");
+                    warn!(input = %id.name, bus = %bus, error = %e, "Modbus bus device absent; waiting for it.");
                 }
             };
             if device::present(device, &cancel, say).await.is_err() {
@@ -254,6 +254,7 @@ impl Poller<'_> {
                     stamp: Stamp::now(),
                     at: std::time::Instant::now(),
                     device: Some(slave.device.clone()),
+                    sentence: None,
                     fields,
                 };
                 if out.send(reading).await.is_err() {

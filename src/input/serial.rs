@@ -3,7 +3,9 @@
 //! The port is (re)opened with backoff ([`Backoff`]) from `reopen_min` up to `reopen_max`,
 //! so a USB adapter that is unplugged and plugged back resumes by itself. Lines longer than
 //! `max_line` and lines that are not UTF-8 are counted as bad frames. A line ends as
-//! `line_ending` says: by default at CR, LF or CRLF (counted once).
+//! `line_ending` says: by default at CR, LF or CRLF (counted once). With `format = "nmea"`
+//! a line goes through [`NmeaInput`] (decoder, `sentences`, `min_interval`) instead of
+//! [`LineFormat::parse`]; its limiter starts afresh when the port is reopened.
 //!
 //! The device path may be a `/dev/serial/by-id/` symlink ([`super::device`]): a path that is
 //! absent is waited for, and a port whose path vanished or moved to another device is closed
@@ -13,6 +15,7 @@ use crate::backoff::Backoff;
 use crate::config::SerialConfig;
 use crate::input::device::{self, Change, Identity};
 use crate::input::format::{LineEnding, LineFormat};
+use crate::input::nmea::NmeaInput;
 use crate::input::InputId;
 use crate::metrics::Metrics;
 use crate::reading::{Reading, Stamp};
@@ -37,9 +40,9 @@ pub async fn run(
     // Whether the device's absence was logged (at start, or as it vanished).
     let mut absent = false;
     loop {
-        let say = || {
+        let say = |e: &std::io::Error| {
             if !absent {
-                info!(input = %id.name, device = %device.display(), "Serial device absent; waiting for it.");
+                warn!(input = %id.name, device = %device.display(), error = %e, "Serial device absent; waiting for it.");
             }
         };
         if device::present(device, &cancel, say).await.is_err() {
@@ -118,6 +121,13 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         ending,
         held_cr: false,
     };
+    let mut nmea = match format {
+        LineFormat::Nmea {
+            sentences,
+            min_interval,
+        } => Some(NmeaInput::new(*sentences, *min_interval)),
+        _ => None,
+    };
     loop {
         let n = match port.read(&mut buf).await {
             Ok(0) => return LinesEnded::Closed(std::io::ErrorKind::UnexpectedEof.into()),
@@ -140,7 +150,11 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
                 bad_frame(id, metrics, &format!("line longer than {max_line} bytes"));
                 continue;
             }
-            if let Some(reading) = parse_frame(id, format, &frame, metrics) {
+            let reading = match &mut nmea {
+                Some(n) => n.reading(id, &frame, metrics, tokio::time::Instant::now()),
+                None => parse_frame(id, format, &frame, metrics),
+            };
+            if let Some(reading) = reading {
                 if out.send(reading).await.is_err() {
                     return LinesEnded::PipelineGone;
                 }
@@ -200,20 +214,14 @@ pub fn parse_frame(
     frame: &[u8],
     metrics: &Metrics,
 ) -> Option<Reading> {
-    let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
-    let Ok(text) = std::str::from_utf8(frame) else {
-        bad_frame(id, metrics, "not UTF-8");
-        return None;
-    };
-    if text.trim().is_empty() {
-        return None; // blank lines between frames are not errors
-    }
+    let text = frame_text(id, frame, metrics)?;
     match format.parse(text) {
         Ok(fields) => Some(Reading {
             input: id.index,
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
             device: None,
+            sentence: None,
             fields,
         }),
         Err(e) => {
@@ -223,7 +231,20 @@ pub fn parse_frame(
     }
 }
 
-fn bad_frame(id: &InputId, metrics: &Metrics, why: &str) {
+/// The text of a line: None for a blank line, and for one that is not UTF-8 (counted).
+pub(crate) fn frame_text<'a>(id: &InputId, frame: &'a [u8], metrics: &Metrics) -> Option<&'a str> {
+    let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
+    let Ok(text) = std::str::from_utf8(frame) else {
+        bad_frame(id, metrics, "not UTF-8");
+        return None;
+    };
+    if text.trim().is_empty() {
+        return None; // blank lines between frames are not errors
+    }
+    Some(text)
+}
+
+pub(crate) fn bad_frame(id: &InputId, metrics: &Metrics, why: &str) {
     Metrics::add(&metrics.bad_frames, 1);
     debug!(input = %id.name, reason = why, "Skipped a malformed frame.");
 }

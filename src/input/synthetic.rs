@@ -42,6 +42,7 @@ pub async fn run(
             stamp: Stamp::now(),
             at: std::time::Instant::now(),
             device: None,
+            sentence: None,
             fields,
         };
         if out.send(reading).await.is_err() {

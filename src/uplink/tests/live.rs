@@ -154,6 +154,7 @@ fn reading(n: i64) -> Reading {
         stamp: Stamp::now(),
         at: std::time::Instant::now(),
         device: None,
+        sentence: None,
         fields: vec![(Arc::from("n"), Value::Int(n))],
     }
 }
