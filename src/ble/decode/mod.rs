@@ -27,8 +27,12 @@ mod crypto;
 mod eddystone;
 mod ibeacon;
 mod mibeacon;
+mod mibeacon_buttons;
+mod mibeacon_objects;
 mod ruuvi;
 
+#[cfg(test)]
+mod mibeacon_vectors;
 #[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
@@ -48,6 +52,46 @@ pub struct Decoded {
     /// BTHome packet id / MiBeacon frame counter / Ruuvi measurement sequence:
     /// used to drop repeated advertisements.
     pub packet_id: Option<u32>,
+}
+
+/// What a decoded field is to a consumer such as Home Assistant: a state (a measurement
+/// or a text that holds until the next one), a binary state, or an event (a button press:
+/// it happens, it does not hold) or a property of the event beside it (`dimmer_steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    State,
+    Binary,
+    Event,
+    EventProperty,
+}
+
+/// The kind of a field the decoders produce. Events are `button` (also `button_left`,
+/// `button_<command>`, numbered `button_2`), `dimmer`, `cube`, `command` and the names
+/// ending in `_event` (`lock_event`, `motion_event`); their properties are
+/// `dimmer_steps`, `dimmer_presses`, `dimmer_duration` and `command_args`.
+pub fn field_kind(name: &str, value: &Value) -> FieldKind {
+    let base = match name.rsplit_once('_') {
+        Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
+        _ => name,
+    };
+    const PROPERTIES: &[&str] = &[
+        "dimmer_steps",
+        "dimmer_presses",
+        "dimmer_duration",
+        "command_args",
+    ];
+    if PROPERTIES.contains(&base) {
+        FieldKind::EventProperty
+    } else if matches!(base, "button" | "dimmer" | "cube" | "command")
+        || base.starts_with("button_")
+        || base.ends_with("_event")
+    {
+        FieldKind::Event
+    } else if matches!(value, Value::Bool(_)) {
+        FieldKind::Binary
+    } else {
+        FieldKind::State
+    }
 }
 
 /// One AD structure handed to the decoders.
@@ -259,5 +303,8 @@ impl Fields {
     }
     pub(crate) fn text(&mut self, name: &str, v: String) {
         self.0.push((name.to_owned(), Value::Text(v)));
+    }
+    pub(crate) fn bool(&mut self, name: &str, v: bool) {
+        self.0.push((name.to_owned(), Value::Bool(v)));
     }
 }
