@@ -239,7 +239,10 @@ fn bluez_owner(bus: &dbus::blocking::Connection) -> Option<String> {
 }
 
 /// The configured adapter (`hci0`), or the first one.
-async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter, String), String> {
+pub(super) async fn pick_adapter(
+    manager: &Manager,
+    want: Option<&str>,
+) -> Result<(Adapter, String), String> {
     let adapters = manager
         .adapters()
         .await
@@ -318,7 +321,7 @@ fn remember(seen: &mut HashMap<String, Seen>, path: &str, s: Seen) {
 }
 
 /// `/org/bluez/hci0/dev_A4_C1_38_8E_11_22` -> its address.
-fn address_from_path(path: &str) -> Option<[u8; 6]> {
+pub(super) fn address_from_path(path: &str) -> Option<[u8; 6]> {
     path.rsplit_once("dev_")
         .and_then(|(_, a)| parse_address(&a.replace('_', ":")))
 }
