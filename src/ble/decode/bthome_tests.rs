@@ -388,6 +388,14 @@ fn bthome_ble_3_25_objects() {
     assert_t(&d, "command_args", "0a0b");
     // 443a81 -> event button hold_release
     assert_t(&plain("443a81").unwrap(), "button", "hold_release");
+    // home-assistant/bthome.io `src/format.html` (2026-04-30): 6503 -> settings revision
+    // 3; 3B0000 off, 3B0001 on, 3B010305 step up (argument 05: 5 steps).
+    assert_i(&plain("406503").unwrap(), "settings_revision", 3);
+    assert_t(&plain("403b0000").unwrap(), "command", "off");
+    assert_t(&plain("403b0001").unwrap(), "command", "on");
+    let d = plain("403b010305").unwrap();
+    assert_t(&d, "command", "step_up");
+    assert_t(&d, "command_args", "05");
     // The length byte's top 3 bits are reserved: 0x24 says 4 argument bytes, too few here.
     assert!(matches!(
         plain("443b2401aabb"),

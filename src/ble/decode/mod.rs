@@ -15,6 +15,8 @@
 //!   temperature/dewpoint °C, humidity/moisture/battery %, pressure hPa,
 //!   illuminance lx, voltage V, acceleration m/s², conductivity µS/cm,
 //!   tx_power dBm. Format-specific extras are documented in each module.
+//! * Binary sensors are `Bool` named for their `true` state; events are `Text` naming the
+//!   event, under the names [`field_kind`] recognises.
 //! * Sensor "not available" sentinels are omitted, never reported as values.
 //! * `packet_id` is only a de-duplication hint (BTHome packet id, MiBeacon frame
 //!   counter, Ruuvi measurement sequence...); replay protection of encrypted
@@ -45,7 +47,7 @@ pub use crate::reading::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// "bthome_v2", "ruuvi_v5", "ruuvi_v3", "atc1441", "pvvx", "mibeacon",
-    /// "ibeacon", "eddystone_uid", "eddystone_tlm"
+    /// "ibeacon", "eddystone_uid", "eddystone_url", "eddystone_tlm"
     pub decoder: &'static str,
     /// BTHome property names in snake_case with BTHome units.
     pub fields: Vec<(String, Value)>,
