@@ -28,10 +28,9 @@ pub(super) fn object(id: u16, v: &[u8], pid: u16, f: &mut Fields) -> bool {
     let b0 = v.first().copied();
     let float32 =
         |b: &[u8]| -> Option<f64> { Some(f64::from(f32::from_le_bytes(b.try_into().ok()?))) };
-    let round = |x: f64, digits: i32| {
-        let p = 10f64.powi(digits);
-        (x * p).round() / p
-    };
+    // Python's round(): the nearest decimal, ties to even on the exact binary value, which
+    // is what formatting with a precision does.
+    let round = |x: f64, digits: usize| format!("{x:.digits$}").parse().unwrap_or(x);
     match (id, v.len()) {
         // Motion (MUE4094RT): an event only, the device never sends "clear".
         (0x0003, _) => f.text("motion_event", "motion_detected".into()),
@@ -105,7 +104,7 @@ pub(super) fn object(id: u16, v: &[u8], pid: u16, f: &mut Fields) -> bool {
                 _ => (2.2, 3.1),
             };
             f.int("battery", i64::from(v[0]));
-            f.float("voltage", round(lo + (hi - lo) * (pct / 100.0), 3));
+            f.float("voltage", lo + (hi - lo) * (pct / 100.0));
         }
         (0x100D, 4) => {
             f.float("temperature", sint_le(&v[0..2]) as f64 / 10.0);

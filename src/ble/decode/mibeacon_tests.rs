@@ -281,3 +281,35 @@ fn binary_objects() {
     );
     assert!(matches!(obj("1b1001 00 030000"), Ok(d) if d.fields.len() == 1));
 }
+
+/// xiaomi-ble rounds 0x4801 to 0.1 and 0x4C01 to 0.01 with Python's round(): ties go to
+/// the even digit on the exact binary value (21.25 is exact: 21.2), others to the nearest.
+#[test]
+fn float_objects_round_like_python() {
+    let obj = |o: &str| run(&format!("40500000 07{o}"), "A4:C1:38:00:00:01", None).unwrap();
+    let f32le = |x: f32| {
+        x.to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for (x, want) in [
+        (21.25f32, 21.2),
+        (21.75, 21.8),
+        (-21.25, -21.2),
+        (21.3, 21.3),
+    ] {
+        assert_f(&obj(&format!("014804{}", f32le(x))), "temperature", want);
+    }
+    // 0x4C01, two digits: 21.125 is exact (ties to even: 21.12); 21.13 as f32 is below.
+    assert_f(
+        &obj(&format!("014c04{}", f32le(21.125))),
+        "temperature",
+        21.12,
+    );
+    assert_f(
+        &obj(&format!("014c04{}", f32le(21.13))),
+        "temperature",
+        21.13,
+    );
+}

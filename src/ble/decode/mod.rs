@@ -32,6 +32,7 @@ mod mibeacon;
 mod mibeacon_buttons;
 mod mibeacon_objects;
 mod ruuvi;
+mod xiaomi_other;
 
 #[cfg(test)]
 mod mibeacon_vectors;
@@ -47,7 +48,8 @@ pub use crate::reading::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// "bthome_v2", "ruuvi_v5", "ruuvi_v3", "atc1441", "pvvx", "mibeacon",
-    /// "ibeacon", "eddystone_uid", "eddystone_url", "eddystone_tlm"
+    /// "ibeacon", "eddystone_uid", "eddystone_url", "eddystone_tlm", "hhccjcy10",
+    /// "xiaomi_scale_v1", "xiaomi_scale_v2"
     pub decoder: &'static str,
     /// BTHome property names in snake_case with BTHome units.
     pub fields: Vec<(String, Value)>,
@@ -173,6 +175,18 @@ const DECODERS: &[(Claim, DecodeFn)] = &[
     (Claim::Service(atc::UUID), atc::decode_pvvx),
     (Claim::Service(mibeacon::UUID), mibeacon::decode),
     (Claim::Service(eddystone::UUID), eddystone::decode),
+    (
+        Claim::Service(xiaomi_other::HHCC_UUID),
+        xiaomi_other::decode_hhcc,
+    ),
+    (
+        Claim::Service(xiaomi_other::SCALE1_UUID),
+        xiaomi_other::decode_scale_v1,
+    ),
+    (
+        Claim::Service(xiaomi_other::SCALE2_UUID),
+        xiaomi_other::decode_scale_v2,
+    ),
     (Claim::Manufacturer(ruuvi::COMPANY_ID), ruuvi::decode),
     (Claim::Manufacturer(ibeacon::COMPANY_ID), ibeacon::decode),
 ];

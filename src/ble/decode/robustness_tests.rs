@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::{decode, Advert, Keys};
 
-const CLAIMED_UUIDS: &[u16] = &[0xFCD2, 0x181A, 0xFE95, 0xFEAA];
+const CLAIMED_UUIDS: &[u16] = &[0xFCD2, 0x181A, 0xFE95, 0xFEAA, 0xFD50, 0x181D, 0x181B];
 const CLAIMED_COMPANIES: &[u16] = &[0x0499, 0x004C];
 
 fn id_strategy(claimed: &'static [u16]) -> impl Strategy<Value = u16> {
