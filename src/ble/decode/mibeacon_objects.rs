@@ -148,8 +148,8 @@ pub(super) fn object(id: u16, v: &[u8], pid: u16, f: &mut Fields) -> bool {
             // The reference's approximation of the app's body temperature (36.5..37.8 °C);
             // 0.69314 is its fitted constant, kept as published (not ln 2).
             #[allow(clippy::approx_constant)]
-            let body = 3.71934e-11 * (0.69314 * t1 / 100.0).exp()
-                - 1.02801e-8 * (0.53871 * t2 / 100.0).exp()
+            let body = 3.71934 * 1e-11 * (0.69314 * t1 / 100.0).exp()
+                - (1.02801 * 1e-8 * (0.53871 * t2 / 100.0).exp())
                 + 36.413;
             f.float("temperature", body);
             f.int("battery", i64::from(v[4]));
