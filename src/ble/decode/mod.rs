@@ -324,3 +324,35 @@ impl Fields {
         self.0.push((name.to_owned(), Value::Bool(v)));
     }
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::{field_kind, FieldKind, Value};
+
+    #[test]
+    fn field_kinds_by_name_and_value() {
+        let t = |s: &str| Value::Text(s.into());
+        let cases = [
+            ("temperature", Value::Float(21.5), FieldKind::State),
+            ("temperature_2", Value::Float(21.5), FieldKind::State),
+            ("key_id", t("administrator"), FieldKind::State),
+            ("motion", Value::Bool(true), FieldKind::Binary),
+            ("moisture_detected", Value::Bool(false), FieldKind::Binary),
+            ("button", t("press"), FieldKind::Event),
+            ("button_2", t("press"), FieldKind::Event),
+            ("button_left", t("long_press"), FieldKind::Event),
+            ("button_timer_30_minutes", t("press"), FieldKind::Event),
+            ("dimmer", t("rotate_left"), FieldKind::Event),
+            ("cube", t("rotate_left"), FieldKind::Event),
+            ("command", t("on"), FieldKind::Event),
+            ("lock_event", t("locked"), FieldKind::Event),
+            ("dimmer_steps", Value::Int(3), FieldKind::EventProperty),
+            ("dimmer_steps_2", Value::Int(3), FieldKind::EventProperty),
+            ("command_args", t("05"), FieldKind::EventProperty),
+            ("lock", Value::Bool(true), FieldKind::Binary),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(field_kind(name, &value), want, "{name}");
+        }
+    }
+}
