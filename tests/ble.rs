@@ -297,6 +297,13 @@ fn button_presses_are_events_of_their_own_that_min_interval_does_not_hold_back()
         assert_eq!(m["decoder"], "bthome_v2");
         assert!(m.get("temperature").is_none(), "{m:?}");
     }
+    // A sleeping button is a new device to BlueZ at each press: the press arrives with the
+    // discovery (InterfacesAdded), not as a change.
+    let fresh = "A4:C1:38:15:68:02";
+    r.bluez
+        .discover_service("hci0", fresh, 0xfcd2, &h("4400073a01"), -65);
+    let first = wait_for(&r.sub, "ble/gw1/yard/a4c138156802", 1);
+    assert_eq!(first[0]["button"], "press", "{first:?}");
     let presses = wait_for(&r.sub, "ble/gw1/yard/a4c138156801", 2);
     assert_eq!(presses.len(), 2, "{presses:?}");
     assert!(presses

@@ -274,7 +274,9 @@ async fn advert(
     out: &mut Vec<Reading>,
 ) -> bool {
     if u.discovered {
-        // Like bluez-async's `Discovered`: only remembered; its data come with later changes.
+        // A device BlueZ has just found (or found again after forgetting it): its first
+        // advertisement comes with it, and BlueZ will not repeat that data as a change. A
+        // button that sleeps between presses is a new device at every press.
         let address = u
             .address
             .and_then(parse_address)
@@ -289,9 +291,7 @@ async fn advert(
                 },
             );
         }
-        return false;
-    }
-    if let (Some(rssi), Some(s)) = (u.rssi, seen.get_mut(&*u.path)) {
+    } else if let (Some(rssi), Some(s)) = (u.rssi, seen.get_mut(&*u.path)) {
         s.rssi = Some(rssi);
     }
     if u.payloads.is_empty() {
