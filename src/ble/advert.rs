@@ -145,8 +145,10 @@ impl Processor {
                 FieldKind::Event | FieldKind::EventProperty
             )
         });
-        // A frame of events alone carries its packet id as a value: no reading of that.
-        if !values.iter().all(|(n, _)| is_counter(n)) || events.is_empty() {
+        // A frame of events alone carries its packet id as a value: no reading of that; nor
+        // of nothing (a "no event" placeholder decodes to no field).
+        let only_counters = values.iter().all(|(n, _)| is_counter(n));
+        if !values.is_empty() && !(only_counters && !events.is_empty()) {
             let source = d.decoder;
             out.extend(self.reading(address, source, source, d.packet_id, values, rssi, now));
         }
@@ -388,6 +390,8 @@ mod tests {
         let r = one(go(&mut p, "4400033a02", 200));
         assert_eq!(field(&r, "button"), &Value::Text("double_press".into()));
         assert!(r.fields.iter().all(|(n, _)| &**n != "packet_id"));
+        // "No event" (button 0x00) alone decodes to no field: no reading at all.
+        assert!(go(&mut p, "403a00", 250).is_empty());
         // A dimmer turn carries its steps in the event's reading.
         let r = one(go(&mut p, "4400043c0203", 300));
         assert_eq!(field(&r, "dimmer"), &Value::Text("rotate_right".into()));
