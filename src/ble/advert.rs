@@ -148,7 +148,7 @@ impl Processor {
         // A frame of events alone carries its packet id as a value: no reading of that; nor
         // of nothing (a "no event" placeholder decodes to no field).
         let only_counters = values.iter().all(|(n, _)| is_counter(n));
-        if !values.is_empty() && !(only_counters && !events.is_empty()) {
+        if !values.is_empty() && (!only_counters || events.is_empty()) {
             let source = d.decoder;
             out.extend(self.reading(address, source, source, d.packet_id, values, rssi, now));
         }
