@@ -48,6 +48,19 @@ enum Command {
         #[command(subcommand)]
         command: DecodeCommand,
     },
+    /// BLE tools that use the adapter, without a config.
+    Ble {
+        #[command(subcommand)]
+        command: BleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BleCommand {
+    /// Listen for advertisements and list the devices heard: address, name, RSSI, the
+    /// decoder and the fields it would publish, or why it is not decoded; then the
+    /// `[[ble.device]]` tables to paste into the config.
+    Scan(sensorgate::ble::cli::ScanBle),
 }
 
 #[derive(Subcommand)]
@@ -137,6 +150,9 @@ fn main() -> ExitCode {
         Command::Decode {
             command: DecodeCommand::Ble(args),
         } => sensorgate::ble::cli::run(&args),
+        Command::Ble {
+            command: BleCommand::Scan(args),
+        } => ble_scan(&args),
     };
     match result {
         Ok(code) => code,
@@ -149,6 +165,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "ble")]
+fn ble_scan(args: &sensorgate::ble::cli::ScanBle) -> anyhow::Result<ExitCode> {
+    let listen = std::time::Duration::from_secs(args.seconds);
+    let (adapter, heard) = sensorgate::input::ble::survey(args.adapter.as_deref(), listen)?;
+    print!("{}", heard.render(&adapter, args.seconds));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "ble"))]
+fn ble_scan(_: &sensorgate::ble::cli::ScanBle) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this sensorgate was built without BLE support (cargo feature `ble`)")
 }
 
 fn run(c: ConfigArg) -> anyhow::Result<ExitCode> {

@@ -260,3 +260,154 @@ fn a_silent_scan_is_restarted() {
     let got = wait_for(&r.sub, "ble/gw1/yard/a4c1388e1122", 1);
     assert_eq!(got[0]["packet_id"], 7);
 }
+
+#[test]
+fn button_presses_are_events_of_their_own_that_min_interval_does_not_hold_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig(
+        dir.path(),
+        "min_interval = \"60s\"\nallow_unknown = true\n\n\
+         [[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\nalias = \"greenhouse\"\n",
+    );
+    r.bluez.add_adapter("hci0");
+    r.gw.start();
+    r.gw.wait_log("BLE scan started.", LONG);
+    let green = "A4:C1:38:8E:11:22";
+    // BTHome packet 1: 25.06 °C and a press; the same packet again; packet 2: the same
+    // temperature (held back by min_interval) and another press (an event: published).
+    for p in ["4400013a0102ca09", "4400013a0102ca09", "4400023a0102ca09"] {
+        r.bluez.advertise_service("hci0", green, 0xfcd2, &h(p), -60);
+    }
+    // xiaomi-ble's test_Xiaomi_K9B (a one-button switch, frame counter 1), repeated, then
+    // the next press (frame counter 2).
+    let k9b = "A4:C1:38:15:68:01";
+    for p in [
+        "504068150101681538c1a4011003000000",
+        "504068150101681538c1a4011003000000",
+        "504068150201681538c1a4011003000000",
+    ] {
+        r.bluez.advertise_service("hci0", k9b, 0xfe95, &h(p), -70);
+    }
+    let msgs = wait_for(&r.sub, "ble/gw1/yard/greenhouse", 3);
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs[0]["temperature"], 25.06);
+    assert!(msgs[0].get("button").is_none(), "{:?}", msgs[0]);
+    for m in &msgs[1..] {
+        assert_eq!(m["button"], "press", "{m:?}");
+        assert_eq!(m["decoder"], "bthome_v2");
+        assert!(m.get("temperature").is_none(), "{m:?}");
+    }
+    // A sleeping button is a new device to BlueZ at each press: the press arrives with the
+    // discovery (InterfacesAdded), not as a change.
+    let fresh = "A4:C1:38:15:68:02";
+    r.bluez
+        .discover_service("hci0", fresh, 0xfcd2, &h("4400073a01"), -65);
+    let first = wait_for(&r.sub, "ble/gw1/yard/a4c138156802", 1);
+    assert_eq!(first[0]["button"], "press", "{first:?}");
+    let presses = wait_for(&r.sub, "ble/gw1/yard/a4c138156801", 2);
+    assert_eq!(presses.len(), 2, "{presses:?}");
+    assert!(presses
+        .iter()
+        .all(|m| m["button"] == "press" && m["decoder"] == "mibeacon"));
+    // The repeats were sent before the second presses: had they made messages, they
+    // would be here already; one more press shows nothing is waiting behind them.
+    r.bluez
+        .advertise_service("hci0", green, 0xfcd2, &h("4400033a04"), -60);
+    let msgs = wait_for(&r.sub, "ble/gw1/yard/greenhouse", 4);
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    assert_eq!(msgs[3]["button"], "long_press");
+}
+
+/// `sensorgate ble scan` against the fake BlueZ: what it heard during the scan, decoded or
+/// why not, and a `[[ble.device]]` snippet; a device BlueZ only remembers from before the
+/// scan is not listed.
+#[test]
+fn ble_scan_lists_what_it_heard_and_a_config_snippet() {
+    use crate::support::gateway::BIN;
+    use crate::support::wait_exit;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bluez = Bluez::start(&dir.path().join("bluez"));
+    bluez.add_adapter("hci0");
+    // Heard before the scan only.
+    bluez.advertise_service("hci0", "C0:98:E5:49:00:09", 0xfcd2, &h("40000102ca09"), -90);
+
+    let out_path = dir.path().join("scan.out");
+    let (var, bus) = bluez.env();
+    let mut scan = KillOnDrop(
+        Command::new(BIN)
+            .args(["ble", "scan", "--seconds", "4", "--adapter", "hci0"])
+            .env(var, bus)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("scan.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the scan has started", LONG, || {
+        bluez.adapter_calls("hci0", "StartDiscovery") >= 1
+    });
+    // BTHome: 25.06 °C and a button press.
+    bluez.advertise_service(
+        "hci0",
+        "A4:C1:38:8E:11:22",
+        0xfcd2,
+        &h("4400093a0102ca09"),
+        -60,
+    );
+    // MiBeacon, encrypted (xiaomi-ble's test_Xiaomi_LYWSD03MMC_encrypted), no key.
+    let mi = h("58585b0550f4830238c1a495ef58763c26000097e2abb5");
+    bluez.advertise_service("hci0", "A4:C1:38:02:83:F4", 0xfe95, &mi, -75);
+    // Ruuvi RAWv2, and a phone's manufacturer data nobody decodes.
+    let ruuvi = h("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F");
+    bluez.advertise_manufacturer("hci0", "F4:A5:74:89:16:57", 0x0499, &ruuvi, -70);
+    bluez.advertise_manufacturer("hci0", "40:4E:36:00:00:01", 0x0006, &[1, 9, 32, 2], -50);
+
+    let status = wait_exit(&mut scan.0, LONG).expect("the scan ends by itself");
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(dir.path().join("scan.err")).unwrap();
+    assert!(status.success(), "{status:?}\n{out}\n{err}");
+    assert!(
+        out.starts_with("Heard 4 device(s) on hci0 in 4 s."),
+        "{out}"
+    );
+    for want in [
+        "A4:C1:38:8E:11:22  \"mock A4:C1:38:8E:11:22\"  -60 dBm\n  bthome_v2: packet_id=9 button=\"press\"(event) temperature=25.06\n",
+        "F4:A5:74:89:16:57  \"mock F4:A5:74:89:16:57\"  -70 dBm\n  ruuvi_v5: temperature=24.3",
+        "A4:C1:38:02:83:F4  \"mock A4:C1:38:02:83:F4\"  -75 dBm\n  not decoded: encrypted service data fe95",
+        "40:4E:36:00:00:01  \"mock 40:4E:36:00:00:01\"  -50 dBm\n  not decoded: unknown format (manufacturer data 0x0006)",
+        "[[ble.device]]\naddress = \"A4:C1:38:02:83:F4\"\nalias = \"mock_a4_c1_38_02_83_f4\"\n# bindkey",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(!out.contains("C0:98:E5:49:00:09"), "{out}");
+    // The snippet, pasted under a [[ble]] input, is a config the gateway accepts.
+    let snippet = &out[out.find("# Paste").expect("a snippet")..];
+    assert!(!snippet.contains("40:4E:36"), "{snippet}");
+    let config = base_config(dir.path(), "gw1", "mqtt://127.0.0.1:1", "")
+        + "[[ble]]\nname = \"yard\"\ntopic = \"ble/{device}\"\n"
+        + snippet;
+    let path = dir.path().join("pasted.toml");
+    std::fs::write(&path, config).unwrap();
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A child process killed when the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

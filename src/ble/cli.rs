@@ -1,5 +1,7 @@
 //! `sensorgate decode ble`: decodes advertisement bytes given on the command line with the
-//! same decoders the BLE input uses, for a user whose sensor publishes nothing.
+//! same decoders the BLE input uses, for a user whose sensor publishes nothing; and the
+//! arguments of `sensorgate ble scan` (run by `crate::input::ble::survey`, reported by
+//! [`crate::ble::survey`]).
 //!
 //! **Invariant:** the output is one JSON object (the fields of every element that decoded,
 //! then `decoder`), or an error that says why each element was refused.
@@ -23,6 +25,17 @@ pub struct DecodeBle {
     /// The device's address (encrypted formats use it in the nonce).
     #[arg(long, value_name = "ADDRESS")]
     pub mac: Option<String>,
+}
+
+/// The arguments of `sensorgate ble scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanBle {
+    /// How long to listen, in seconds (1..3600).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// The adapter to listen on, e.g. hci0; the first one by default.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
 }
 
 /// Runs the command: the JSON object on stdout and exit 0, or the reason on stderr, exit 1.

@@ -9,6 +9,12 @@
 //!   `min_interval` = 0 never);
 //! - changed values are published at once.
 //!
+//! Events (a button press, a dimmer turn: [`crate::ble::decode::FieldKind::Event`]) are
+//! admitted apart from the values, by [`Filter::admit_event`]: neither `min_interval` nor
+//! equality with the last event holds one back; only a repeat of the same packet does (the
+//! same packet id, or, for a device that sends none, the same event within
+//! [`EVENT_REPEAT`] of the last time it was heard).
+//!
 //! **Invariant:** memory is bounded: at most [`MAX_DEVICES`] devices are remembered; beyond
 //! that the least recently published ones are forgotten (their next advertisement counts
 //! as new).
@@ -21,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// Devices remembered at most (a busy street can show thousands of unknown devices).
 pub const MAX_DEVICES: usize = 4096;
+
+/// Without a packet id, the same event heard again within this is the same packet repeated
+/// (devices repeat an advertisement for a second or so).
+pub const EVENT_REPEAT: Duration = Duration::from_secs(2);
 
 /// Fields that change with every frame without a measurement changing.
 const COUNTERS: &[&str] = &[
@@ -44,6 +54,8 @@ pub enum Verdict {
 #[derive(Debug)]
 struct Last {
     source: Box<str>,
+    /// Events of `source`, filtered by [`Filter::admit_event`].
+    event: bool,
     packet_id: Option<u32>,
     values: u64,
     published: Instant,
@@ -78,9 +90,10 @@ impl Filter {
             self.forget_oldest();
         }
         let lasts = self.devices.entry(device).or_default();
-        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source) else {
+        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source && !l.event) else {
             lasts.push(Last {
                 source: source.into(),
+                event: false,
                 packet_id,
                 values,
                 published: now,
@@ -99,6 +112,49 @@ impl Filter {
         last.packet_id = packet_id;
         last.values = values;
         last.published = now;
+        Verdict::Publish
+    }
+
+    /// Decides about the events of one observation of `device` from `source`: published
+    /// unless it repeats the last packet (see the module's documentation).
+    pub fn admit_event(
+        &mut self,
+        device: [u8; 6],
+        source: &str,
+        packet_id: Option<u32>,
+        fields: &[(String, Value)],
+        now: Instant,
+    ) -> Verdict {
+        let values = fingerprint(fields);
+        if !self.devices.contains_key(&device) && self.devices.len() >= MAX_DEVICES {
+            self.forget_oldest();
+        }
+        let lasts = self.devices.entry(device).or_default();
+        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source && l.event) else {
+            lasts.push(Last {
+                source: source.into(),
+                event: true,
+                packet_id,
+                values,
+                published: now,
+            });
+            return Verdict::Publish;
+        };
+        let repeat = match packet_id {
+            Some(_) => packet_id == last.packet_id,
+            None => {
+                last.packet_id.is_none()
+                    && values == last.values
+                    && now.saturating_duration_since(last.published) < EVENT_REPEAT
+            }
+        };
+        // Heard now: a repeat extends the window, so a long burst stays one event.
+        last.published = now;
+        if repeat {
+            return Verdict::Repeat;
+        }
+        last.packet_id = packet_id;
+        last.values = values;
         Verdict::Publish
     }
 
@@ -122,6 +178,11 @@ impl Filter {
         self.devices
             .retain(|_, l| l.iter().any(|l| l.published > cut));
     }
+}
+
+/// Whether `name` is a counter that changes with every frame (not a measurement).
+pub fn is_counter(name: &str) -> bool {
+    COUNTERS.contains(&name)
 }
 
 /// A hash of the fields' names and values, counters left out.
@@ -208,6 +269,69 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(f.admit(A, "x", None, &t(1.0, 0), later), Verdict::Unchanged);
         assert_eq!(f.admit(A, "x", None, &t(2.0, 0), later), Verdict::Publish);
+    }
+
+    fn press(e: &str) -> Vec<(String, Value)> {
+        vec![("button".into(), Value::Text(e.into()))]
+    }
+
+    #[test]
+    fn events_pass_unless_the_same_packet_repeats() {
+        let mut f = Filter::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let p = press("press");
+        assert_eq!(
+            f.admit_event(A, "mibeacon", Some(1), &p, ms(0)),
+            Verdict::Publish
+        );
+        // The same packet: a repeat, however late.
+        assert_eq!(
+            f.admit_event(A, "mibeacon", Some(1), &p, ms(50)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            f.admit_event(A, "mibeacon", Some(1), &p, ms(900_000)),
+            Verdict::Repeat
+        );
+        // The same press again in a new packet, well within min_interval: an event.
+        assert_eq!(
+            f.admit_event(A, "mibeacon", Some(2), &p, ms(900_100)),
+            Verdict::Publish
+        );
+        // Events do not touch the values' memory: a state of the same source is new.
+        assert_eq!(
+            f.admit(A, "mibeacon", Some(2), &t(20.0, 0), ms(900_100)),
+            Verdict::Publish
+        );
+        // Without packet ids: the same event within EVENT_REPEAT of the last time it was
+        // heard is the packet repeated; later, or another event, is new.
+        let mut f = Filter::new(Duration::from_secs(600));
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &p, ms(0)),
+            Verdict::Publish
+        );
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &p, ms(1500)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &p, ms(3000)),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &p, ms(5001)),
+            Verdict::Publish
+        );
+        let d = press("double_press");
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &d, ms(5002)),
+            Verdict::Publish
+        );
+        assert_eq!(
+            f.admit_event(A, "bthome_v2", None, &p, ms(5003)),
+            Verdict::Publish
+        );
     }
 
     #[test]

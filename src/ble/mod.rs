@@ -5,7 +5,8 @@
 //! - [`decode`]: pure decoders (BTHome v2, Ruuvi, ATC/pvvx, MiBeacon, iBeacon, Eddystone).
 //! - [`values`]: addresses, UUIDs, GATT number types. [`filter`]: repeats and rate limit.
 //! - [`advert`]: one advertisement or GATT value of one device to at most one reading.
-//! - [`cli`]: `sensorgate decode ble`.
+//! - [`cli`]: `sensorgate decode ble`. [`survey`]: what `sensorgate ble scan` heard, and its
+//!   report.
 //!
 //! **Invariant:** nothing here imports `config` or the runtime: `config` validates into
 //! [`values`]' types, and the input hands [`advert::Processor`] what it needs of `[[ble]]`.
@@ -14,4 +15,5 @@ pub mod advert;
 pub mod cli;
 pub mod decode;
 pub mod filter;
+pub mod survey;
 pub mod values;

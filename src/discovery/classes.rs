@@ -6,6 +6,7 @@
 //! **Invariant:** pure and total: every field gets an entity; a name nothing here knows
 //! becomes a plain sensor (text or number) or a plain binary sensor (booleans).
 
+use crate::ble::decode::{field_kind, FieldKind};
 use crate::reading::Value;
 
 /// The Home Assistant component of an entity.
@@ -48,9 +49,15 @@ pub const BUTTON_EVENTS: &[&str] = &[
     "long_double_press",
     "long_triple_press",
     "hold_press",
+    "hold_release",
 ];
 /// Dimmer and knob events.
-pub const DIMMER_EVENTS: &[&str] = &["rotate_left", "rotate_right"];
+pub const DIMMER_EVENTS: &[&str] = &[
+    "rotate_left",
+    "rotate_right",
+    "rotate_left_pressed",
+    "rotate_right_pressed",
+];
 
 /// Sensors by field name: device class and default unit (BTHome's object names first).
 const SENSORS: &[(&str, Option<&str>, Option<&str>)] = &[
@@ -181,20 +188,26 @@ pub fn classify(field: &str, value: &Value, unit: Option<&str>) -> Class {
         state_class: None,
         event_types: &[],
     };
-    match name.as_str() {
-        "button" => {
+    // Events (the BLE decoders' names): buttons and dimmers, whose event types are known,
+    // become event entities; other events (a cube's moves, a lock's) are text sensors of
+    // the last event, since an event entity must list its types before the first one.
+    match field_kind(&name, value) {
+        FieldKind::Event if name == "button" || name.starts_with("button_") => {
             return Class {
                 event_types: BUTTON_EVENTS,
                 ..plain(Component::Event)
             }
         }
-        "dimmer" => {
+        FieldKind::Event if name == "dimmer" || name.starts_with("dimmer_") => {
             return Class {
                 event_types: DIMMER_EVENTS,
                 ..plain(Component::Event)
             }
         }
-        _ => {}
+        FieldKind::Event => return plain(Component::Sensor),
+        // A press count, a turn's steps: a number of one event, not a measurement.
+        FieldKind::EventProperty => return plain(Component::Sensor),
+        FieldKind::Binary | FieldKind::State => {}
     }
     let number = matches!(value, Value::Int(_) | Value::Float(_));
     if let Value::Bool(_) = value {
@@ -275,6 +288,14 @@ mod tests {
         let c = classify("button", &Value::Text("press".into()), None);
         assert_eq!(c.component, Component::Event);
         assert!(c.event_types.contains(&"long_press"));
+        let c = classify("button_left", &Value::Text("press".into()), None);
+        assert_eq!(c.component, Component::Event);
+        let c = classify("dimmer", &Value::Text("rotate_left".into()), None);
+        assert!(c.event_types.contains(&"rotate_left"));
+        let c = classify("lock_event", &Value::Text("unlock outside".into()), None);
+        assert_eq!((c.component, c.state_class), (Component::Sensor, None));
+        let c = classify("dimmer_steps", &Value::Int(3), None);
+        assert_eq!((c.component, c.state_class), (Component::Sensor, None));
     }
 
     #[test]

@@ -24,6 +24,9 @@
 mod gatt;
 mod scan;
 mod signals;
+mod survey;
+
+pub use survey::survey;
 
 use crate::backoff::Backoff;
 use crate::ble::advert::{Listed, Processor, Wanted};

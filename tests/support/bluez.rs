@@ -145,6 +145,23 @@ impl Bluez {
         );
     }
 
+    /// A device BlueZ finds for the first time with this service data: the data arrive in
+    /// `InterfacesAdded` only, as bluetoothd sends a new device.
+    pub fn discover_service(
+        &self,
+        adapter: &str,
+        address: &str,
+        uuid: u16,
+        data: &[u8],
+        rssi: i16,
+    ) {
+        let uuid = format!("0000{uuid:04x}-0000-1000-8000-00805f9b34fb");
+        self.mock_call(
+            "DiscoverService",
+            (adapter, address, uuid.as_str(), data.to_vec(), rssi),
+        );
+    }
+
     pub fn advertise_manufacturer(
         &self,
         adapter: &str,

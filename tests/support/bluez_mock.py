@@ -7,6 +7,8 @@ Additions to bluez5:
 - AdvertiseService / AdvertiseManufacturer: create the device if needed, then set its RSSI
   and ServiceData / ManufacturerData with Properties.Set (each emits PropertiesChanged,
   which BlueZ does for every new advertisement).
+- DiscoverService: a device BlueZ finds for the first time, its first advertisement's
+  service data among the properties of InterfacesAdded (as bluetoothd sends it).
 - AddGattDevice: a device with one primary service holding one read/notify characteristic;
   its Connect sets Connected and then ServicesResolved, as bluetoothd does.
 - SetGattValue: a new characteristic value (a notification when subscribed).
@@ -26,6 +28,7 @@ from dbusmock.templates.bluez5 import (  # noqa: F401  (dbusmock collects these 
     BUS_NAME, MAIN_OBJ, SYSTEM_BUS, IS_OBJECT_MANAGER, BLUEZ_MOCK_IFACE, DEVICE_IFACE,
     AddAdapter, RemoveAdapter, RemoveAdapterWithDevices, AddDevice, Disconnect, load,
 )
+from dbusmock.templates.bluez5 import Connect as device_connect, Pair as device_pair
 
 GATT_SERVICE_IFACE = 'org.bluez.GattService1'
 GATT_CHAR_IFACE = 'org.bluez.GattCharacteristic1'
@@ -74,6 +77,35 @@ def AdvertiseManufacturer(self, adapter, address, company, data, rssi):
     value = dbus.Dictionary({dbus.UInt16(company): dbus.Array(data, signature='y', variant_level=1)},
                             signature='qv', variant_level=1)
     dev.Set(DEVICE_IFACE, 'ManufacturerData', value)
+
+
+@dbus.service.method(BLUEZ_MOCK_IFACE, in_signature='sssayn', out_signature='')
+def DiscoverService(self, adapter, address, uuid, data, rssi):
+    path = f'/org/bluez/{adapter}/dev_' + address.replace(':', '_').upper()
+    properties = {
+        'Address': dbus.String(address, variant_level=1),
+        'AddressType': dbus.String('public', variant_level=1),
+        'Name': dbus.String('mock ' + address, variant_level=1),
+        'Alias': dbus.String('mock ' + address, variant_level=1),
+        'Adapter': dbus.ObjectPath(f'/org/bluez/{adapter}', variant_level=1),
+        'Paired': dbus.Boolean(False, variant_level=1),
+        'Connected': dbus.Boolean(False, variant_level=1),
+        'UUIDs': dbus.Array([], signature='s', variant_level=1),
+        'RSSI': dbus.Int16(rssi, variant_level=1),
+        'ServiceData': dbus.Dictionary({uuid: dbus.Array(data, signature='y', variant_level=1)},
+                                       signature='sv', variant_level=1),
+    }
+    self.AddObject(path, DEVICE_IFACE, properties, [
+        ('Connect', '', '', device_connect),
+        ('Disconnect', '', '', Disconnect),
+        ('Pair', '', '', device_pair),
+    ])
+    dev = mockobject.objects[path]
+    dev.paired = False
+    dev.connected = False
+    nodes_last(dev)
+    mockobject.objects['/'].EmitSignal(OBJECT_MANAGER_IFACE, 'InterfacesAdded', 'oa{sa{sv}}',
+                                       [dbus.ObjectPath(path), {DEVICE_IFACE: properties}])
 
 
 def set_connected(dev, up):

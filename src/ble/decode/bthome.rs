@@ -16,14 +16,15 @@
 //!   `temperature_2`, ...) exactly like the reference implementation; a
 //!   "no event" (0x00) button/dimmer entry counts for numbering but emits nothing.
 //! * Events: `button` -> Text(event name); `dimmer` -> Text("rotate_left" |
-//!   "rotate_right") plus `dimmer_steps` -> Int.
+//!   "rotate_right") plus `dimmer_steps` -> Int; `command` -> Text("on" | "off" |
+//!   "toggle" | "step_up" | "step_down") plus `command_args` -> Text (hex, may be empty).
 //! * `packet_id`: object 0x00 if present, else the encryption counter.
 
 use std::borrow::Cow;
 
 use ccm::consts::U13;
 
-use super::bthome_objects::{button_event, dimmer_event, lookup, Kind};
+use super::bthome_objects::{button_event, command_event, dimmer_event, lookup, Kind};
 use super::crypto::{self, MIC_LEN};
 use super::{hex, mac_from_le, sint_le, uint_le, DecodeError, Decoded, Keys, Reader, Value};
 
@@ -154,6 +155,21 @@ fn parse_objects(payload: &[u8]) -> Result<(FieldList, Option<u32>), DecodeError
                     None => {
                         entries.push((obj.name, None));
                         entries.push(("dimmer_steps", None));
+                    }
+                }
+            }
+            Kind::Command => {
+                let n = r.u8().ok_or_else(truncated)?;
+                let op = r.u8().ok_or_else(truncated)?;
+                let args = r.take(usize::from(n & 0x1F)).ok_or_else(truncated)?;
+                match command_event(op) {
+                    Some(name) => {
+                        entries.push((obj.name, Some(Value::Text(name.to_owned()))));
+                        entries.push(("command_args", Some(Value::Text(hex(args)))));
+                    }
+                    None => {
+                        entries.push((obj.name, None));
+                        entries.push(("command_args", None));
                     }
                 }
             }

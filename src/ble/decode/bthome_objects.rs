@@ -4,7 +4,8 @@
 //! sections "Sensor data", "Binary Sensor data", "Events", "Device information",
 //! "Misc data") and the reference implementation's table
 //! (Bluetooth-Devices/bthome-ble `src/bthome_ble/const.py`, `MEAS_TYPES`), which
-//! is newer than the stored copy of the format page for 0x5F-0x64.
+//! is newer than the stored copy of the format page for 0x5F-0x65 and 0x3B (bthome-ble
+//! 3.25).
 //!
 //! Invariants:
 //! * `lookup` is total: unknown ids return `None` (the caller must stop parsing,
@@ -36,6 +37,9 @@ pub(crate) enum Kind {
     Button,
     /// 0x3C dimmer event (event id + steps).
     Dimmer,
+    /// 0x3B command event: a length byte (low 5 bits: argument bytes), the opcode, the
+    /// arguments.
+    Command,
     /// 0x53 UTF-8 text, length-prefixed.
     Text,
     /// 0x54 raw bytes, length-prefixed, reported as lower-case hex.
@@ -134,6 +138,7 @@ pub(crate) fn lookup(id: u8) -> Option<Obj> {
         0x2E => u("humidity", 1, 1, 1),
         0x2F => u("moisture", 1, 1, 1),
         0x3A => k("button", Kind::Button),
+        0x3B => k("command", Kind::Command),
         0x3C => k("dimmer", Kind::Dimmer),
         0x3D => u("count", 2, 1, 1),
         0x3E => u("count", 4, 1, 1),
@@ -177,6 +182,7 @@ pub(crate) fn lookup(id: u8) -> Option<Obj> {
         0x62 => s("speed", 4, 1, 1_000_000),
         0x63 => s("acceleration", 4, 1, 1_000_000),
         0x64 => u("light_level", 1, 1, 1),
+        0x65 => u("settings_revision", 1, 1, 1),
         0xF0 => u("device_type_id", 2, 1, 1),
         0xF1 => k("firmware_version", Kind::Firmware { len: 4 }),
         0xF2 => k("firmware_version", Kind::Firmware { len: 3 }),
@@ -194,6 +200,19 @@ pub(crate) fn button_event(id: u8) -> Option<&'static str> {
         0x05 => "long_double_press",
         0x06 => "long_triple_press",
         0x80 => "hold_press",
+        0x81 => "hold_release",
+        _ => return None,
+    })
+}
+
+/// Command event names (bthome-ble `event.py`, `COMMAND_EVENTS`).
+pub(crate) fn command_event(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x00 => "off",
+        0x01 => "on",
+        0x02 => "toggle",
+        0x03 => "step_up",
+        0x04 => "step_down",
         _ => return None,
     })
 }

@@ -367,3 +367,42 @@ fn encrypted_vectors() {
     .unwrap();
     assert_eq!(d.decoder, "bthome_v2");
 }
+
+/// Objects newer than the stored format page, with the values bthome-ble 3.25.0 (MIT)
+/// decodes from these payloads (each fed to `BTHomeBluetoothDeviceData.update`): 0x65
+/// settings revision, the 0x3B command event with its arguments, the 0x81 hold-release
+/// button event.
+#[test]
+fn bthome_ble_3_25_objects() {
+    // 44650c -> settings_revision 12
+    let d = plain("44650c").unwrap();
+    assert_i(&d, "settings_revision", 12);
+    // 443b0003 -> event command step_up, args ""
+    let d = plain("443b0003").unwrap();
+    assert_t(&d, "command", "step_up");
+    assert_t(&d, "command_args", "");
+    // 4400073b02030a0b -> packet_id 7, command step_up, args "0a0b"
+    let d = plain("4400073b02030a0b").unwrap();
+    assert_i(&d, "packet_id", 7);
+    assert_t(&d, "command", "step_up");
+    assert_t(&d, "command_args", "0a0b");
+    // 443a81 -> event button hold_release
+    assert_t(&plain("443a81").unwrap(), "button", "hold_release");
+    // home-assistant/bthome.io `src/format.html` (2026-04-30): 6503 -> settings revision
+    // 3; 3B0000 off, 3B0001 on, 3B010305 step up (argument 05: 5 steps).
+    assert_i(&plain("406503").unwrap(), "settings_revision", 3);
+    assert_t(&plain("403b0000").unwrap(), "command", "off");
+    assert_t(&plain("403b0001").unwrap(), "command", "on");
+    let d = plain("403b010305").unwrap();
+    assert_t(&d, "command", "step_up");
+    assert_t(&d, "command_args", "05");
+    // The length byte's top 3 bits are reserved: 0x24 says 4 argument bytes, too few here.
+    assert!(matches!(
+        plain("443b2401aabb"),
+        Err(DecodeError::Malformed(_))
+    ));
+    // An unknown opcode is no event (bthome-ble fires none), but its length is known.
+    let d = plain("443b00070165").unwrap();
+    assert!(!has(&d, "command"), "{:?}", d.fields);
+    assert_i(&d, "battery", 101);
+}

@@ -41,6 +41,25 @@ pub(crate) fn open<N: NonceSize + ArrayLength<u8>>(
     Ok(buf)
 }
 
+/// AES-CCM decryption *without* authentication (MiBeacon v2/v3 send no MIC): the CTR
+/// keystream of CCM with a 13-byte nonce (L = 2), blocks counted from 1. A wrong key
+/// yields garbage, which the caller's object parser must survive.
+pub(crate) fn ccm_unauthenticated(key: &[u8; 16], nonce: &[u8; 13], ciphertext: &[u8]) -> Vec<u8> {
+    use aes::cipher::BlockEncrypt;
+    let cipher = Aes128::new(GenericArray::from_slice(key));
+    let mut out = Vec::with_capacity(ciphertext.len());
+    for (i, chunk) in ciphertext.chunks(16).enumerate() {
+        let mut block = [0u8; 16];
+        block[0] = 0x01; // flags: L - 1
+        block[1..14].copy_from_slice(nonce);
+        block[14..].copy_from_slice(&((i + 1) as u16).to_be_bytes());
+        let mut ks = GenericArray::from(block);
+        cipher.encrypt_block(&mut ks);
+        out.extend(chunk.iter().zip(ks.iter()).map(|(c, k)| c ^ k));
+    }
+    out
+}
+
 /// Test-only inverse of [`open`]: returns `ciphertext || mic`.
 #[cfg(test)]
 pub(crate) fn seal<N: NonceSize + ArrayLength<u8>>(

@@ -1,4 +1,4 @@
-//! Google Eddystone (service data UUID 0xFEAA): UID and unencrypted TLM frames.
+//! Google Eddystone (service data UUID 0xFEAA): UID, URL and unencrypted TLM frames.
 //!
 //! Layouts (google/eddystone `eddystone-uid/README.md`,
 //! `eddystone-tlm/tlm-plain.md`), all multi-byte values big-endian:
@@ -8,8 +8,13 @@
 //!   temperature 8.8 signed fixed point (0x8000 = not supported),
 //!   advertising PDU count (u32), time since power-on (u32, 0.1 s).
 //!   -> `voltage` (V), `temperature` (°C), `adv_count`, `uptime` (s, Float).
+//! * URL (0x10; google/eddystone `eddystone-url/README.md`): tx power at 0 m (i8), the
+//!   scheme prefix (0 `http://www.`, 1 `https://www.`, 2 `http://`, 3 `https://`), then
+//!   up to 17 bytes of URL, printable ASCII or expansion codes 0x00-0x0D (`.com/`,
+//!   `.org/`, ..., `.gov`). -> `url` (Text), `tx_power` (Int dBm). A reserved scheme or
+//!   byte (0x0E-0x20, 0x7F-0xFF) makes the frame `Malformed`.
 //!
-//! Invariants: encrypted TLM (version 0x01), URL (0x10) and EID (0x30) frames
+//! Invariants: encrypted TLM (version 0x01) and EID (0x30) frames
 //! are `Unsupported`; unknown frame types are `NotMine`. For TLM, `packet_id`
 //! is the low 32 bits of `adv_count` (it changes with every advertisement PDU,
 //! so identical values identify a re-received frame); UID has no `packet_id`.
@@ -22,7 +27,7 @@ pub(crate) fn decode(d: &[u8], _keys: &Keys) -> Result<Decoded, DecodeError> {
     match d.first() {
         Some(0x00) => uid(d),
         Some(0x20) => tlm(d),
-        Some(0x10) => Err(DecodeError::Unsupported("Eddystone-URL frame".into())),
+        Some(0x10) => url(d),
         Some(0x30) => Err(DecodeError::Unsupported("Eddystone-EID frame".into())),
         _ => Err(DecodeError::NotMine),
     }
@@ -41,6 +46,38 @@ fn uid(d: &[u8]) -> Result<Decoded, DecodeError> {
     f.int("tx_power", i64::from(d[1] as i8));
     Ok(Decoded {
         decoder: "eddystone_uid",
+        fields: f.0,
+        packet_id: None,
+    })
+}
+
+const SCHEMES: [&str; 4] = ["http://www.", "https://www.", "http://", "https://"];
+const EXPANSIONS: [&str; 14] = [
+    ".com/", ".org/", ".edu/", ".net/", ".info/", ".biz/", ".gov/", ".com", ".org", ".edu", ".net",
+    ".info", ".biz", ".gov",
+];
+
+fn url(d: &[u8]) -> Result<Decoded, DecodeError> {
+    let bad = |why: String| DecodeError::Malformed(format!("Eddystone-URL frame: {why}"));
+    let (Some(&tx), Some(&scheme)) = (d.get(1), d.get(2)) else {
+        return Err(bad(format!("{} bytes, need at least 3", d.len())));
+    };
+    let mut url = SCHEMES
+        .get(usize::from(scheme))
+        .ok_or_else(|| bad(format!("reserved URL scheme 0x{scheme:02x}")))?
+        .to_string();
+    for &b in d.get(3..).unwrap_or_default() {
+        match EXPANSIONS.get(usize::from(b)) {
+            Some(e) => url.push_str(e),
+            None if (0x21..0x7F).contains(&b) => url.push(char::from(b)),
+            None => return Err(bad(format!("reserved byte 0x{b:02x} in the URL"))),
+        }
+    }
+    let mut f = Fields::new();
+    f.text("url", url);
+    f.int("tx_power", i64::from(tx as i8));
+    Ok(Decoded {
+        decoder: "eddystone_url",
         fields: f.0,
         packet_id: None,
     })
@@ -145,12 +182,36 @@ mod tests {
         assert!(run("00F8e157bd5df90aad1dc2fb000000000001").is_ok());
     }
 
+    /// Frames built from the layout of google/eddystone `eddystone-url/README.md`; the
+    /// expected URLs are derived from its scheme and expansion tables.
+    #[test]
+    fn url_frames() {
+        let d = run("10F803676f6f676c6507").unwrap();
+        assert_eq!(d.decoder, "eddystone_url");
+        assert_t(&d, "url", "https://google.com");
+        assert_i(&d, "tx_power", -8);
+        assert_eq!(d.packet_id, None);
+        // Scheme 0 and a mid-URL expansion with a slash: http://www.example.org/ab
+        let d = run("10EB006578616d706c65016162").unwrap();
+        assert_t(&d, "url", "http://www.example.org/ab");
+        assert_i(&d, "tx_power", -21);
+        // Every expansion code in order.
+        let d = run("100002000102030405060708090a0b0c0d").unwrap();
+        assert_t(
+            &d,
+            "url",
+            "http://.com/.org/.edu/.net/.info/.biz/.gov/.com.org.edu.net.info.biz.gov",
+        );
+        // A scheme alone is a URL; a reserved scheme or byte is malformed.
+        assert_t(&run("100003").unwrap(), "url", "https://");
+        assert!(matches!(run("100004"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(run("1000036120"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(run("10000361ff"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(run("1000"), Err(DecodeError::Malformed(_))));
+    }
+
     #[test]
     fn other_frames() {
-        assert!(matches!(
-            run("10F803676f6f676c6507"),
-            Err(DecodeError::Unsupported(_))
-        ));
         assert!(matches!(run("2001"), Err(DecodeError::Unsupported(_))));
         assert!(matches!(run("2000"), Err(DecodeError::Malformed(_))));
         assert!(matches!(run("00F8e157"), Err(DecodeError::Malformed(_))));

@@ -111,7 +111,8 @@ fn encrypted_vectors() {
     .unwrap();
     assert_eq!(d.packet_id, Some(7));
     assert_f(&d, "temperature", 22.6);
-    // test_Xiaomi_LYWSD03MMC_encrypted (humidity 46.7, packet 80)
+    // test_Xiaomi_LYWSD03MMC_encrypted (packet 80): ble_monitor says humidity 46.7;
+    // xiaomi-ble (and its test of the same frame) keeps the whole percent of this model.
     let d = run(
         "58585b0550f4830238c1a495ef58763c26000097e2abb5",
         "A4:C1:38:02:83:F4",
@@ -119,7 +120,7 @@ fn encrypted_vectors() {
     )
     .unwrap();
     assert_eq!(d.packet_id, Some(80));
-    assert_f(&d, "humidity", 46.7);
+    assert_f(&d, "humidity", 46.0);
     // test_Xiaomi_LYWSD02MMC (humidity 58, packet 44)
     let d = run(
         "5858e4162c84535638c1a42b6ef2e91200006c884d9e",
@@ -184,17 +185,131 @@ fn key_errors() {
         ),
         Err(DecodeError::BadKey)
     );
-    // test_Xiaomi_YLKG07YL_press: MiBeacon V3 encrypted (legacy scheme).
-    assert!(matches!(
+    // test_Xiaomi_YLKG07YL_press: MiBeacon V3 encrypted (legacy scheme) needs a key too.
+    assert_eq!(
         run(
             "5830b603d28b98c54124f8c3491476757e00000099",
             "F8:24:41:C5:98:8B",
             None
         ),
-        Err(DecodeError::Unsupported(_))
-    ));
+        Err(DecodeError::NeedsKey)
+    );
     assert!(matches!(
         run("5020aa01", "00:00:00:00:00:00", None),
         Err(DecodeError::Malformed(_))
     ));
+}
+
+/// The objects issue 17 names, from custom-components/ble_monitor
+/// `custom_components/ble_monitor/test/test_xiaomi_parser.py` (MIT; the FE95 service data
+/// cut from its HCI events): the PTX display's one-byte temperature (0x605D) and humidity
+/// (0x6012), encrypted; the body thermometers (0x2000, 0x000A) and the Linptech/Xiaomi
+/// motion sensors' illuminance (0x4A08 with motion, 0x4805).
+#[test]
+fn named_objects_from_ble_monitor() {
+    let key = Some("00112233445566778899aabbccddeeff");
+    let mac = "11:22:33:44:55:66";
+    // test_Xiaomi_PTX_F1_Display_temperature
+    let d = run("5859c56433665544332211997b546b0c01009089c35a", mac, key).unwrap();
+    assert_eq!(d.packet_id, Some(51));
+    assert_f(&d, "temperature", 25.0);
+    // test_Xiaomi_PTX_F1_Display_humidity
+    let d = run("5859c56433665544332211d67b54550c01001d8f98bb", mac, key).unwrap();
+    assert_f(&d, "humidity", 39.0);
+    // test_Xiaomi_MMC_T201_1 (0x2000: two temperatures and the battery)
+    let d = run(
+        "7022db006fc16fddf9810009002005c60d630d51",
+        "00:81:F9:DD:6F:C1",
+        None,
+    )
+    .unwrap();
+    assert_f(&d, "temperature", 36.87199806168224);
+    assert_i(&d, "battery", 81);
+    // test_Xiaomi_MMC_W505 (0x000A, hundredths)
+    let d = run(
+        "702291030fdbab531824d0090a0002750d07",
+        "D0:24:18:53:AB:DB",
+        None,
+    )
+    .unwrap();
+    assert_f(&d, "temperature", 34.45);
+    // test_linptech_HS1BB_illuminance_motion (0x4A08)
+    let d = run(
+        "4859eb2ac2fce02ca0b43af2380000a2d9f05f",
+        "A4:C1:38:05:8E:E9",
+        Some("7475a4a77584401780ffc3ee62dd353c"),
+    )
+    .unwrap();
+    assert_b(&d, "motion", true);
+    assert_f(&d, "illuminance", 228.0);
+    // test_linptech_ES3_illuminance (0x4805)
+    let d = run(
+        "4859fb50d986d27e8f5313e900000030ad6da8",
+        "A4:C1:38:C7:C3:76",
+        Some("b26295a7a08fbac306c8706ade7f0fe4"),
+    )
+    .unwrap();
+    assert_f(&d, "illuminance", 173.0);
+}
+
+/// Plain frames built around single objects (frame control 0x5040: v5, objects, no MAC;
+/// product 0x0000, counter 7), for the binary objects without a published vector; values
+/// as xiaomi-ble's parser defines them.
+#[test]
+fn binary_objects() {
+    let obj = |o: &str| run(&format!("40500000 07{o}"), "A4:C1:38:00:00:01", None);
+    let b = |o: &str, name: &str, want: bool| assert_b(&obj(o).unwrap(), name, want);
+    b("151001 01", "smoke", true);
+    b("151001 00", "smoke", false);
+    b("141001 02", "moisture_detected", true);
+    b("064801 00", "moisture_detected", false);
+    b("014a01 01", "battery_low", true);
+    b("3c4801 01", "occupancy", true);
+    b("4e4801 00", "occupancy", false);
+    b("1b1001 00", "motion", false); // 0x101B: no motion
+    b("181001 01", "light", true);
+    b("0c4801 00", "opening", true);
+    b("121001 01", "power_on", true);
+    // 0x1017: 31 s without motion is "clear", 30 s still motion.
+    b("171004 1f000000", "motion", false);
+    b("171004 1e000000", "motion", true);
+    // 0x0003 is an event only; an empty object is skipped (the frame is then empty).
+    assert_t(
+        &obj("030001 00").unwrap(),
+        "motion_event",
+        "motion_detected",
+    );
+    assert!(matches!(obj("1b1001 00 030000"), Ok(d) if d.fields.len() == 1));
+}
+
+/// xiaomi-ble rounds 0x4801 to 0.1 and 0x4C01 to 0.01 with Python's round(): ties go to
+/// the even digit on the exact binary value (21.25 is exact: 21.2), others to the nearest.
+#[test]
+fn float_objects_round_like_python() {
+    let obj = |o: &str| run(&format!("40500000 07{o}"), "A4:C1:38:00:00:01", None).unwrap();
+    let f32le = |x: f32| {
+        x.to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for (x, want) in [
+        (21.25f32, 21.2),
+        (21.75, 21.8),
+        (-21.25, -21.2),
+        (21.3, 21.3),
+    ] {
+        assert_f(&obj(&format!("014804{}", f32le(x))), "temperature", want);
+    }
+    // 0x4C01, two digits: 21.125 is exact (ties to even: 21.12); 21.13 as f32 is below.
+    assert_f(
+        &obj(&format!("014c04{}", f32le(21.125))),
+        "temperature",
+        21.12,
+    );
+    assert_f(
+        &obj(&format!("014c04{}", f32le(21.13))),
+        "temperature",
+        21.13,
+    );
 }

@@ -15,6 +15,8 @@
 //!   temperature/dewpoint °C, humidity/moisture/battery %, pressure hPa,
 //!   illuminance lx, voltage V, acceleration m/s², conductivity µS/cm,
 //!   tx_power dBm. Format-specific extras are documented in each module.
+//! * Binary sensors are `Bool` named for their `true` state; events are `Text` naming the
+//!   event, under the names [`field_kind`] recognises.
 //! * Sensor "not available" sentinels are omitted, never reported as values.
 //! * `packet_id` is only a de-duplication hint (BTHome packet id, MiBeacon frame
 //!   counter, Ruuvi measurement sequence...); replay protection of encrypted
@@ -27,8 +29,13 @@ mod crypto;
 mod eddystone;
 mod ibeacon;
 mod mibeacon;
+mod mibeacon_buttons;
+mod mibeacon_objects;
 mod ruuvi;
+mod xiaomi_other;
 
+#[cfg(test)]
+mod mibeacon_vectors;
 #[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
@@ -41,13 +48,54 @@ pub use crate::reading::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// "bthome_v2", "ruuvi_v5", "ruuvi_v3", "atc1441", "pvvx", "mibeacon",
-    /// "ibeacon", "eddystone_uid", "eddystone_tlm"
+    /// "ibeacon", "eddystone_uid", "eddystone_url", "eddystone_tlm", "hhccjcy10",
+    /// "xiaomi_scale_v1", "xiaomi_scale_v2"
     pub decoder: &'static str,
     /// BTHome property names in snake_case with BTHome units.
     pub fields: Vec<(String, Value)>,
     /// BTHome packet id / MiBeacon frame counter / Ruuvi measurement sequence:
     /// used to drop repeated advertisements.
     pub packet_id: Option<u32>,
+}
+
+/// What a decoded field is to a consumer such as Home Assistant: a state (a measurement
+/// or a text that holds until the next one), a binary state, or an event (a button press:
+/// it happens, it does not hold) or a property of the event beside it (`dimmer_steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    State,
+    Binary,
+    Event,
+    EventProperty,
+}
+
+/// The kind of a field the decoders produce. Events are `button` (also `button_left`,
+/// `button_<command>`, numbered `button_2`), `dimmer`, `cube`, `command` and the names
+/// ending in `_event` (`lock_event`, `motion_event`); their properties are
+/// `dimmer_steps`, `dimmer_presses`, `dimmer_duration` and `command_args`.
+pub fn field_kind(name: &str, value: &Value) -> FieldKind {
+    let base = match name.rsplit_once('_') {
+        Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
+        _ => name,
+    };
+    const PROPERTIES: &[&str] = &[
+        "dimmer_steps",
+        "dimmer_presses",
+        "dimmer_duration",
+        "command_args",
+    ];
+    if PROPERTIES.contains(&base) {
+        FieldKind::EventProperty
+    } else if matches!(base, "button" | "dimmer" | "cube" | "command")
+        || base.starts_with("button_")
+        || base.ends_with("_event")
+    {
+        FieldKind::Event
+    } else if matches!(value, Value::Bool(_)) {
+        FieldKind::Binary
+    } else {
+        FieldKind::State
+    }
 }
 
 /// One AD structure handed to the decoders.
@@ -127,6 +175,18 @@ const DECODERS: &[(Claim, DecodeFn)] = &[
     (Claim::Service(atc::UUID), atc::decode_pvvx),
     (Claim::Service(mibeacon::UUID), mibeacon::decode),
     (Claim::Service(eddystone::UUID), eddystone::decode),
+    (
+        Claim::Service(xiaomi_other::HHCC_UUID),
+        xiaomi_other::decode_hhcc,
+    ),
+    (
+        Claim::Service(xiaomi_other::SCALE1_UUID),
+        xiaomi_other::decode_scale_v1,
+    ),
+    (
+        Claim::Service(xiaomi_other::SCALE2_UUID),
+        xiaomi_other::decode_scale_v2,
+    ),
     (Claim::Manufacturer(ruuvi::COMPANY_ID), ruuvi::decode),
     (Claim::Manufacturer(ibeacon::COMPANY_ID), ibeacon::decode),
 ];
@@ -259,5 +319,40 @@ impl Fields {
     }
     pub(crate) fn text(&mut self, name: &str, v: String) {
         self.0.push((name.to_owned(), Value::Text(v)));
+    }
+    pub(crate) fn bool(&mut self, name: &str, v: bool) {
+        self.0.push((name.to_owned(), Value::Bool(v)));
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::{field_kind, FieldKind, Value};
+
+    #[test]
+    fn field_kinds_by_name_and_value() {
+        let t = |s: &str| Value::Text(s.into());
+        let cases = [
+            ("temperature", Value::Float(21.5), FieldKind::State),
+            ("temperature_2", Value::Float(21.5), FieldKind::State),
+            ("key_id", t("administrator"), FieldKind::State),
+            ("motion", Value::Bool(true), FieldKind::Binary),
+            ("moisture_detected", Value::Bool(false), FieldKind::Binary),
+            ("button", t("press"), FieldKind::Event),
+            ("button_2", t("press"), FieldKind::Event),
+            ("button_left", t("long_press"), FieldKind::Event),
+            ("button_timer_30_minutes", t("press"), FieldKind::Event),
+            ("dimmer", t("rotate_left"), FieldKind::Event),
+            ("cube", t("rotate_left"), FieldKind::Event),
+            ("command", t("on"), FieldKind::Event),
+            ("lock_event", t("locked"), FieldKind::Event),
+            ("dimmer_steps", Value::Int(3), FieldKind::EventProperty),
+            ("dimmer_steps_2", Value::Int(3), FieldKind::EventProperty),
+            ("command_args", t("05"), FieldKind::EventProperty),
+            ("lock", Value::Bool(true), FieldKind::Binary),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(field_kind(name, &value), want, "{name}");
+        }
     }
 }

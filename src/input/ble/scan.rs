@@ -239,7 +239,10 @@ fn bluez_owner(bus: &dbus::blocking::Connection) -> Option<String> {
 }
 
 /// The configured adapter (`hci0`), or the first one.
-async fn pick_adapter(manager: &Manager, want: Option<&str>) -> Result<(Adapter, String), String> {
+pub(super) async fn pick_adapter(
+    manager: &Manager,
+    want: Option<&str>,
+) -> Result<(Adapter, String), String> {
     let adapters = manager
         .adapters()
         .await
@@ -271,7 +274,9 @@ async fn advert(
     out: &mut Vec<Reading>,
 ) -> bool {
     if u.discovered {
-        // Like bluez-async's `Discovered`: only remembered; its data come with later changes.
+        // A device BlueZ has just found (or found again after forgetting it): its first
+        // advertisement comes with it, and BlueZ will not repeat that data as a change. A
+        // button that sleeps between presses is a new device at every press.
         let address = u
             .address
             .and_then(parse_address)
@@ -286,9 +291,7 @@ async fn advert(
                 },
             );
         }
-        return false;
-    }
-    if let (Some(rssi), Some(s)) = (u.rssi, seen.get_mut(&*u.path)) {
+    } else if let (Some(rssi), Some(s)) = (u.rssi, seen.get_mut(&*u.path)) {
         s.rssi = Some(rssi);
     }
     if u.payloads.is_empty() {
@@ -318,7 +321,7 @@ fn remember(seen: &mut HashMap<String, Seen>, path: &str, s: Seen) {
 }
 
 /// `/org/bluez/hci0/dev_A4_C1_38_8E_11_22` -> its address.
-fn address_from_path(path: &str) -> Option<[u8; 6]> {
+pub(super) fn address_from_path(path: &str) -> Option<[u8; 6]> {
     path.rsplit_once("dev_")
         .and_then(|(_, a)| parse_address(&a.replace('_', ":")))
 }

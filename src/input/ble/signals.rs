@@ -71,6 +71,8 @@ pub struct Update<'m> {
     pub discovered: bool,
     /// The `Address` property (given when a device is discovered).
     pub address: Option<&'m str>,
+    /// The `Name` property (when the device says it).
+    pub name: Option<&'m str>,
     pub rssi: Option<i16>,
     /// Service data (UUID as text) and manufacturer data, in signal order.
     pub payloads: Vec<Payload<'m>>,
@@ -124,6 +126,54 @@ pub fn parse(msg: &Message) -> Option<Update<'_>> {
     }
 }
 
+/// The devices in a reply to `ObjectManager.GetManagedObjects` (`a{oa{sa{sv}}}`), each as
+/// an update that discovers it with its current properties.
+pub fn managed(msg: &Message) -> Vec<Update<'_>> {
+    let mut out = Vec::new();
+    let mut args = msg.iter_init();
+    let Some(mut objects) = args.recurse(ArgType::Array) else {
+        return out;
+    };
+    while objects.arg_type() == ArgType::DictEntry {
+        if let Some(mut object) = objects.recurse(ArgType::DictEntry) {
+            let path: Option<Path> = object.get();
+            if let (Some(path), true) = (path, object.next()) {
+                if let Some(ifaces) = object.recurse(ArgType::Array) {
+                    device_of(path, ifaces, &mut out);
+                }
+            }
+        }
+        if !objects.next() {
+            break;
+        }
+    }
+    out
+}
+
+/// The `org.bluez.Device1` properties among the interfaces (`a{sa{sv}}`) of `path`.
+fn device_of<'m>(path: Path<'m>, mut ifaces: Iter<'m>, out: &mut Vec<Update<'m>>) {
+    while ifaces.arg_type() == ArgType::DictEntry {
+        if let Some(mut entry) = ifaces.recurse(ArgType::DictEntry) {
+            let name: Option<&str> = entry.get();
+            if name == Some(DEVICE_IFACE) && entry.next() {
+                if let Some(props) = entry.recurse(ArgType::Array) {
+                    let mut u = Update {
+                        path,
+                        discovered: true,
+                        ..Update::default()
+                    };
+                    properties(props, &mut u);
+                    out.push(u);
+                    return;
+                }
+            }
+        }
+        if !ifaces.next() {
+            return;
+        }
+    }
+}
+
 /// Reads the `a{sv}` of device properties that matter here.
 fn properties<'m>(mut dict: Iter<'m>, u: &mut Update<'m>) {
     while dict.arg_type() == ArgType::DictEntry {
@@ -145,6 +195,7 @@ fn property<'m>(key: &str, mut value: Iter<'m>, u: &mut Update<'m>) {
     match key {
         "RSSI" => u.rssi = value.get(),
         "Address" => u.address = value.get(),
+        "Name" => u.name = value.get(),
         "ServiceData" => each_entry(value, |mut e| {
             let uuid: &str = e.get()?;
             let uuid = uuid::Uuid::parse_str(uuid).ok()?.as_u128();
@@ -267,6 +318,33 @@ mod tests {
         assert!(u.discovered);
         assert_eq!(u.address, Some("A4:C1:38:8E:11:22"));
         check_payloads(&u);
+    }
+
+    #[test]
+    fn managed_objects_list_the_devices_with_their_properties() {
+        let mut p = props();
+        p.insert("Name".into(), Variant(Box::new("ATC_8E1122".to_string())));
+        let mut ifaces: HashMap<String, PropMap> = HashMap::new();
+        ifaces.insert(DEVICE_IFACE.into(), p);
+        let mut adapter: HashMap<String, PropMap> = HashMap::new();
+        adapter.insert("org.bluez.Adapter1".into(), HashMap::new());
+        let mut objects: HashMap<Path, HashMap<String, PropMap>> = HashMap::new();
+        objects.insert(Path::from(DEV), ifaces);
+        objects.insert(Path::from("/org/bluez/hci0"), adapter);
+        let mut call = Message::new_method_call(
+            "org.bluez",
+            "/",
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+        )
+        .unwrap();
+        call.set_serial(1); // as if sent: a reply needs the call's serial
+        let reply = call.method_return().append1(objects);
+        let devices = managed(&reply);
+        assert_eq!(devices.len(), 1);
+        assert_eq!(&*devices[0].path, DEV);
+        assert_eq!(devices[0].name, Some("ATC_8E1122"));
+        check_payloads(&devices[0]);
     }
 
     #[test]
