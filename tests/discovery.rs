@@ -27,7 +27,8 @@ fn configs(sub: &Subscriber) -> BTreeMap<String, Vec<Value>> {
     out
 }
 
-/// What Home Assistant's template `{{ value_json['x'] }}` (or `{{ value }}`) extracts.
+/// What Home Assistant's template `{{ value_json['x'] | is_defined }}` (or `{{ value }}`)
+/// extracts.
 fn extract(config: &Value, payload: &str) -> Value {
     let Some(t) = config["value_template"].as_str() else {
         return Value::String(payload.to_string());
@@ -127,7 +128,7 @@ fn every_entity_is_announced_before_its_state_and_again_when_home_assistant_come
     assert_eq!(motion["device_class"], "motion");
     assert_eq!(
         motion["value_template"],
-        "{{ 'ON' if value_json['motion'] else 'OFF' }}"
+        "{{ 'ON' if (value_json['motion'] | is_defined) else 'OFF' }}"
     );
     assert_eq!(extract(motion, &state("site/gwd/wx")), true);
     let button = &c["homeassistant/event/sensorgate_gwd/wx_button/config"][0];
@@ -217,4 +218,91 @@ fn batched_routes_get_no_discovery_and_check_says_so() {
         out.contains("Home Assistant discovery: off: [mqtt.batch] sends batches"),
         "{out}"
     );
+}
+
+/// A BLE device gets its configs when it is first heard (with `expire_after`, and its own
+/// device in Home Assistant, via the gateway); a button's presses are an event entity.
+#[cfg(feature = "ble")]
+#[test]
+fn a_ble_device_is_announced_when_first_heard() {
+    use crate::support::bluez::Bluez;
+    let h = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(&tmp.path().join("broker"));
+    let sub = Subscriber::start(broker.port, "#", "ha-ble-sub");
+    let bluez = Bluez::start(&tmp.path().join("bluez"));
+    let config = base_config(tmp.path(), "gwb", &broker.url(), "")
+        + "[homeassistant]\ndiscovery = true\nexpire_after = \"10m\"\n\n\
+           [queue]\ncommit_linger = \"20ms\"\n\n\
+           [[ble]]\nname = \"yard\"\ntopic = \"ble/{gateway}/{input}/{device}\"\n\
+           retry_min = \"100ms\"\nretry_max = \"400ms\"\n\n\
+           [[ble.device]]\naddress = \"A4:C1:38:8E:11:22\"\nalias = \"greenhouse\"\n";
+    let mut gw = Gateway::new(tmp.path(), &config);
+    gw.env.push(bluez.env());
+    bluez.add_adapter("hci0");
+    gw.start();
+    gw.wait_log("BLE scan started.", LONG);
+    assert!(
+        configs(&sub).keys().all(|t| t.contains("/connectivity/")),
+        "nothing heard, nothing announced: {:?}",
+        configs(&sub).keys()
+    );
+    // BTHome v2: packet 1, 25.06 °C and a press.
+    bluez.advertise_service(
+        "hci0",
+        "A4:C1:38:8E:11:22",
+        0xfcd2,
+        &h("4400013a0102ca09"),
+        -60,
+    );
+    let temp = "homeassistant/sensor/sensorgate_gwb/yard_greenhouse_temperature/config";
+    let button = "homeassistant/event/sensorgate_gwb/yard_greenhouse_button/config";
+    wait_until("the device's configs", LONG, || {
+        let c = configs(&sub);
+        c.contains_key(temp) && c.contains_key(button)
+    });
+    let c = configs(&sub);
+    let t = &c[temp][0];
+    assert_eq!(t["device_class"], "temperature");
+    assert_eq!(t["unit_of_measurement"], "°C");
+    assert_eq!(t["expire_after"], 600);
+    assert_eq!(t["state_topic"], "ble/gwb/yard/greenhouse");
+    assert_eq!(
+        t["device"]["identifiers"][0],
+        "sensorgate_gwb_yard_greenhouse"
+    );
+    assert_eq!(t["device"]["model"], "ble");
+    assert_eq!(t["device"]["via_device"], "sensorgate_gwb");
+    let b = &c[button][0];
+    assert!(
+        b.get("expire_after").is_none(),
+        "an event does not expire: {b}"
+    );
+    assert!(b["event_types"]
+        .as_array()
+        .unwrap()
+        .contains(&"press".into()));
+    let states = || -> Vec<Value> {
+        sub.messages()
+            .iter()
+            .filter(|(t, _)| t == "ble/gwb/yard/greenhouse")
+            .map(|(_, p)| serde_json::from_str(p).unwrap())
+            .collect()
+    };
+    wait_until("the states", LONG, || states().len() >= 2);
+    let all = states();
+    assert!(
+        all.iter().any(|s| extract(t, &s.to_string()) == 25.06),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|s| extract(b, &s.to_string()) == "press"),
+        "{all:?}"
+    );
+    gw.terminate(LONG);
 }

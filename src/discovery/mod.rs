@@ -83,7 +83,10 @@ pub fn device_id(gateway: &str, input: &str, device: Option<&str>) -> String {
     s
 }
 
-/// A Jinja expression for `field` of a JSON payload (`value_json['temp']`).
+/// A Jinja expression for `field` of a JSON payload: `value_json['temp'] | is_defined`.
+/// One topic may carry readings without the field (a BLE device's events and values, NMEA
+/// sentences of several types): Home Assistant's `is_defined` makes such a message leave the
+/// entity as it was, as Theengs and OpenMQTTGateway do.
 fn json_value(field: &str) -> String {
     let quoted: String = field
         .chars()
@@ -92,7 +95,7 @@ fn json_value(field: &str) -> String {
             c => vec![c],
         })
         .collect();
-    format!("value_json['{quoted}']")
+    format!("value_json['{quoted}'] | is_defined")
 }
 
 fn origin() -> Json {
@@ -153,7 +156,7 @@ pub fn config(site: &Site, e: &Entity) -> (String, Vec<u8>) {
         }
         Component::BinarySensor => {
             if e.json {
-                let t = format!("{{{{ 'ON' if {value} else 'OFF' }}}}");
+                let t = format!("{{{{ 'ON' if ({value}) else 'OFF' }}}}");
                 m.insert("value_template".into(), t.into());
             } else {
                 m.insert("payload_on".into(), "true".into());
@@ -161,7 +164,7 @@ pub fn config(site: &Site, e: &Entity) -> (String, Vec<u8>) {
             }
         }
         Component::Event => {
-            let t = format!("{{{{ {{'event_type': {value}}} | to_json }}}}");
+            let t = format!("{{{{ {{'event_type': ({value})}} | to_json }}}}");
             m.insert("value_template".into(), t.into());
             m.insert("event_types".into(), class.event_types.into());
         }

@@ -40,7 +40,10 @@ fn a_json_sensor_gets_a_template_a_class_and_its_devices() {
     let c = parse(&m);
     assert_eq!(c["unique_id"], "sensorgate_gw1_yard_kitchen_temperature");
     assert_eq!(c["state_topic"], "site/gw1/yard/kitchen");
-    assert_eq!(c["value_template"], "{{ value_json['temperature'] }}");
+    assert_eq!(
+        c["value_template"],
+        "{{ value_json['temperature'] | is_defined }}"
+    );
     assert_eq!(c["device_class"], "temperature");
     assert_eq!(c["unit_of_measurement"], "°C");
     assert_eq!(c["state_class"], "measurement");
@@ -57,7 +60,7 @@ fn binary_sensors_and_events_read_their_payloads() {
     let c = parse(&config(&site(), &entity("motion", &v, true)));
     assert_eq!(
         c["value_template"],
-        "{{ 'ON' if value_json['motion'] else 'OFF' }}"
+        "{{ 'ON' if (value_json['motion'] | is_defined) else 'OFF' }}"
     );
     let c = parse(&config(&site(), &entity("motion", &v, false)));
     assert_eq!(
@@ -71,7 +74,7 @@ fn binary_sensors_and_events_read_their_payloads() {
     let c = parse(&m);
     assert_eq!(
         c["value_template"],
-        "{{ {'event_type': value_json['button']} | to_json }}"
+        "{{ {'event_type': (value_json['button'] | is_defined)} | to_json }}"
     );
     assert!(c["event_types"]
         .as_array()
@@ -90,7 +93,10 @@ fn ids_hold_only_what_home_assistant_allows_and_quotes_are_escaped() {
     let id = c["unique_id"].as_str().unwrap();
     assert_eq!(id, "sensorgate_gw1_yard_A4_C1_38_8E_11_22_it_s__");
     assert!(m.0.split('/').all(|p| !p.is_empty()));
-    assert_eq!(c["value_template"], "{{ value_json['it\\'s/°'] }}");
+    assert_eq!(
+        c["value_template"],
+        "{{ value_json['it\\'s/°'] | is_defined }}"
+    );
 }
 
 #[test]
