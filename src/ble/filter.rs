@@ -86,25 +86,15 @@ impl Filter {
         now: Instant,
     ) -> Verdict {
         let values = fingerprint(fields);
-        if !self.devices.contains_key(&device) && self.devices.len() >= MAX_DEVICES {
-            self.forget_oldest();
-        }
-        let lasts = self.devices.entry(device).or_default();
-        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source && !l.event) else {
-            lasts.push(Last {
-                source: source.into(),
-                event: false,
-                packet_id,
-                values,
-                published: now,
-            });
+        let min_interval = self.min_interval;
+        let Some(last) = self.last(device, source, false, packet_id, values, now) else {
             return Verdict::Publish;
         };
         if packet_id.is_some() && packet_id == last.packet_id {
             return Verdict::Repeat;
         }
-        let due = !self.min_interval.is_zero()
-            && now.saturating_duration_since(last.published) >= self.min_interval;
+        let due = !min_interval.is_zero()
+            && now.saturating_duration_since(last.published) >= min_interval;
         if values == last.values && !due {
             last.packet_id = packet_id.or(last.packet_id);
             return Verdict::Unchanged;
@@ -126,18 +116,7 @@ impl Filter {
         now: Instant,
     ) -> Verdict {
         let values = fingerprint(fields);
-        if !self.devices.contains_key(&device) && self.devices.len() >= MAX_DEVICES {
-            self.forget_oldest();
-        }
-        let lasts = self.devices.entry(device).or_default();
-        let Some(last) = lasts.iter_mut().find(|l| &*l.source == source && l.event) else {
-            lasts.push(Last {
-                source: source.into(),
-                event: true,
-                packet_id,
-                values,
-                published: now,
-            });
+        let Some(last) = self.last(device, source, true, packet_id, values, now) else {
             return Verdict::Publish;
         };
         let repeat = match packet_id {
@@ -156,6 +135,40 @@ impl Filter {
         last.packet_id = packet_id;
         last.values = values;
         Verdict::Publish
+    }
+
+    /// What was last published of `device` from `source` (its values or its events); `None`
+    /// when nothing was: then this observation is recorded as published (making room for it
+    /// when the memory is full).
+    fn last(
+        &mut self,
+        device: [u8; 6],
+        source: &str,
+        event: bool,
+        packet_id: Option<u32>,
+        values: u64,
+        now: Instant,
+    ) -> Option<&mut Last> {
+        if !self.devices.contains_key(&device) && self.devices.len() >= MAX_DEVICES {
+            self.forget_oldest();
+        }
+        let lasts = self.devices.entry(device).or_default();
+        match lasts
+            .iter()
+            .position(|l| &*l.source == source && l.event == event)
+        {
+            Some(at) => Some(&mut lasts[at]),
+            None => {
+                lasts.push(Last {
+                    source: source.into(),
+                    event,
+                    packet_id,
+                    values,
+                    published: now,
+                });
+                None
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
