@@ -98,10 +98,7 @@ impl Stamp {
     /// The wall clock now; before it is synchronised, the time of the last GPS fix carried
     /// forward on the monotonic clock ([`gps_fix`]), if there was one.
     pub fn now() -> Stamp {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let wall_ms = system_ms();
         if clock_synced(wall_ms) {
             return Stamp {
                 wall_ms,
@@ -123,11 +120,15 @@ impl Stamp {
 
 /// Whether the system clock (not a GPS fix) is synchronised now.
 pub fn system_clock_synced() -> bool {
-    let wall_ms = SystemTime::now()
+    clock_synced(system_ms())
+}
+
+/// The system's wall clock in milliseconds since the Unix epoch (0 before it).
+fn system_ms() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    clock_synced(wall_ms)
+        .unwrap_or(0)
 }
 
 /// GPS time minus [`mono_ms`] at the last valid fix; `i64::MIN` before any.

@@ -139,25 +139,7 @@ pub(super) fn validate(
         TIMEOUT,
     )?;
     let every = cx.duration(&m.every, &key("every"), Duration::from_secs(10), EVERY)?;
-    let reopen_min = cx.duration(
-        &m.reopen_min,
-        &key("reopen_min"),
-        Duration::from_millis(500),
-        limits::REOPEN_MIN,
-    )?;
-    let reopen_max = cx.duration(
-        &m.reopen_max,
-        &key("reopen_max"),
-        Duration::from_secs(30).max(reopen_min),
-        limits::REOPEN_MAX,
-    )?;
-    if reopen_max < reopen_min {
-        let at = m
-            .reopen_max
-            .as_ref()
-            .expect("the default is at least reopen_min");
-        return Err(cx.at(at, &key("reopen_max"), "must be at least reopen_min"));
-    }
+    let (reopen_min, reopen_max) = cx.reopen(&m.reopen_min, &m.reopen_max, &key)?;
     if m.slave.is_empty() {
         return Err(cx.at(
             &m.name,

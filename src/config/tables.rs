@@ -12,6 +12,33 @@ use std::time::Duration;
 use toml::Spanned;
 
 impl Cx<'_> {
+    /// `reopen_min` and `reopen_max` of a device input (`[[serial]]`, `[[modbus]]`): the
+    /// backoff between attempts to open it again; `key` names the input's keys.
+    pub(super) fn reopen(
+        &self,
+        min: &Option<Spanned<String>>,
+        max: &Option<Spanned<String>>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(Duration, Duration), ConfigError> {
+        let reopen_min = self.duration(
+            min,
+            &key("reopen_min"),
+            Duration::from_millis(500),
+            limits::REOPEN_MIN,
+        )?;
+        let reopen_max = self.duration(
+            max,
+            &key("reopen_max"),
+            Duration::from_secs(30).max(reopen_min),
+            limits::REOPEN_MAX,
+        )?;
+        if reopen_max < reopen_min {
+            let at = max.as_ref().expect("the default is at least reopen_min");
+            return Err(self.at(at, &key("reopen_max"), "must be at least reopen_min"));
+        }
+        Ok((reopen_min, reopen_max))
+    }
+
     pub(super) fn queue(&self, q: raw::RawQueue) -> Result<QueueConfig, ConfigError> {
         let d = QueueConfig::default();
         let max_size = match &q.max_size {
@@ -210,25 +237,7 @@ impl Cx<'_> {
                 return Err(self.at(b, &key("baud"), &format!("must be between {lo} and {hi}")));
             }
         };
-        let reopen_min = self.duration(
-            &s.reopen_min,
-            &key("reopen_min"),
-            Duration::from_millis(500),
-            limits::REOPEN_MIN,
-        )?;
-        let reopen_max = self.duration(
-            &s.reopen_max,
-            &key("reopen_max"),
-            Duration::from_secs(30).max(reopen_min),
-            limits::REOPEN_MAX,
-        )?;
-        if reopen_max < reopen_min {
-            let at = s
-                .reopen_max
-                .as_ref()
-                .expect("the default is at least reopen_min");
-            return Err(self.at(at, &key("reopen_max"), "must be at least reopen_min"));
-        }
+        let (reopen_min, reopen_max) = self.reopen(&s.reopen_min, &s.reopen_max, &key)?;
         Ok(SerialConfig {
             device: PathBuf::from(s.device.get_ref()),
             baud,

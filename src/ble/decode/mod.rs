@@ -35,7 +35,7 @@ mod ruuvi;
 mod xiaomi_other;
 
 #[cfg(test)]
-mod mibeacon_vectors;
+mod mibeacon_vectors_tests;
 #[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
